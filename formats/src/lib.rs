@@ -6,10 +6,12 @@
 //! bound every allocation by what the file could really hold.
 
 pub mod blockdev;
+pub mod copy;
 pub mod error;
 pub mod image;
 pub mod mem;
 pub mod open;
+pub mod output;
 pub mod overlay;
 pub mod probe;
 pub mod raw;

@@ -1,0 +1,9 @@
+//! Outputs of `convert`: where copied extents go. Every output appears whole or not at
+//! all: it is written under a temporary name in the destination's folder and renamed only
+//! after an fsync, so a crash or Ctrl-C never leaves a half image under the final name.
+
+pub mod raw;
+pub mod staged;
+
+pub use raw::RawSink;
+pub use staged::StagedFile;

@@ -1,0 +1,31 @@
+//! Errors at the CLI edge: one line on stderr, and an exit status by kind so scripts can
+//! tell "the image is broken" from "you must allow this" without parsing text.
+
+use std::process::ExitCode;
+use transplant_formats::{Error, ErrorKind};
+
+pub fn code_for(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Corrupt => 3,
+        ErrorKind::Unsupported => 4,
+        ErrorKind::Refused => 5,
+        ErrorKind::Io => 1,
+    }
+}
+
+pub fn report(e: &anyhow::Error) -> ExitCode {
+    let kind = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<Error>())
+        .map(Error::kind);
+    let mut msg = format!("transplant: {e}");
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    eprintln!("{msg}");
+    ExitCode::from(kind.map(code_for).unwrap_or(1))
+}
