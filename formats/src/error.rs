@@ -58,7 +58,9 @@ pub enum Error {
     ReadOnly { file: String },
     /// A caller asked for bytes outside the device: a bug in the caller or a structure above
     /// (a partition larger than its disk), never silently clipped.
-    #[error("{file}: access at {offset:#x}+{len:#x} is past the end of the device ({size:#x} bytes)")]
+    #[error(
+        "{file}: access at {offset:#x}+{len:#x} is past the end of the device ({size:#x} bytes)"
+    )]
     OutOfRange {
         file: String,
         offset: u64,

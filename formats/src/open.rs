@@ -77,7 +77,9 @@ impl OpenCtx {
         if self.detached {
             return Err(Error::refused(
                 file,
-                format!("the image names another file ('{reference}') and is not opened from a folder"),
+                format!(
+                    "the image names another file ('{reference}') and is not opened from a folder"
+                ),
             ));
         }
         if reference.is_empty() || reference.contains('\0') {
@@ -90,7 +92,13 @@ impl OpenCtx {
         }
         let dir = from
             .parent()
-            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
             .unwrap_or(Path::new("."));
         let reference_path = Path::new(reference);
         let candidate = if reference_path.is_absolute() {
@@ -151,13 +159,19 @@ impl OpenCtx {
     /// Opens a backing or parent image of any format, one level deeper, refusing loops and
     /// chains deeper than the limit. `format` is what the child says the parent is, if it
     /// says.
-    pub fn open_backing(&self, from: &Path, reference: &str, format: Option<Format>) -> Result<Arc<dyn Image>> {
+    pub fn open_backing(
+        &self,
+        from: &Path,
+        reference: &str,
+        format: Option<Format>,
+    ) -> Result<Arc<dyn Image>> {
         let path = self.resolve(from, reference)?;
         let canon = path.canonicalize().unwrap_or_else(|_| path.clone());
         let file = from.display().to_string();
         let self_canon = from.canonicalize().unwrap_or_else(|_| from.to_path_buf());
         if canon == self_canon || self.chain.contains(&canon) {
-            let mut names: Vec<String> = self.chain.iter().map(|p| p.display().to_string()).collect();
+            let mut names: Vec<String> =
+                self.chain.iter().map(|p| p.display().to_string()).collect();
             names.push(self_canon.display().to_string());
             names.push(canon.display().to_string());
             return Err(Error::corrupt(

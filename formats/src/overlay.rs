@@ -118,7 +118,10 @@ impl Overlay {
             }
             Slot::Spill(off) => {
                 let f = st.spill.as_ref().ok_or_else(|| {
-                    Error::io(&self.name, std::io::Error::other("overlay spill file missing"))
+                    Error::io(
+                        &self.name,
+                        std::io::Error::other("overlay spill file missing"),
+                    )
                 })?;
                 f.read_exact_at(buf, off + within as u64)
                     .map_err(|e| Error::io(&self.name, e))
@@ -131,9 +134,14 @@ impl Overlay {
         if let Some(Slot::Spill(off)) = st.blocks.get(&idx) {
             let off = *off;
             let f = st.spill.as_ref().ok_or_else(|| {
-                Error::io(&self.name, std::io::Error::other("overlay spill file missing"))
+                Error::io(
+                    &self.name,
+                    std::io::Error::other("overlay spill file missing"),
+                )
             })?;
-            return f.write_all_at(&data, off).map_err(|e| Error::io(&self.name, e));
+            return f
+                .write_all_at(&data, off)
+                .map_err(|e| Error::io(&self.name, e));
         }
         if let Some(Slot::Mem(_)) = st.blocks.get(&idx) {
             st.blocks.insert(idx, Slot::Mem(data));
@@ -149,7 +157,8 @@ impl Overlay {
         }
         let off = st.spill_len;
         if let Some(f) = st.spill.as_ref() {
-            f.write_all_at(&data, off).map_err(|e| Error::io(&self.name, e))?;
+            f.write_all_at(&data, off)
+                .map_err(|e| Error::io(&self.name, e))?;
         }
         st.spill_len += OVERLAY_BLOCK;
         st.blocks.insert(idx, Slot::Spill(off));
@@ -186,7 +195,9 @@ impl BlockDev for Overlay {
                             .next()
                             .map(|(k, _)| *k * OVERLAY_BLOCK)
                             .unwrap_or(u64::MAX);
-                        let limit = next_changed.saturating_sub(pos).min((buf.len() - done) as u64);
+                        let limit = next_changed
+                            .saturating_sub(pos)
+                            .min((buf.len() - done) as u64);
                         run = run.max(limit as usize);
                     }
                     self.base.read_at(&mut buf[done..done + run], pos)?;

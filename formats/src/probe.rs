@@ -130,8 +130,11 @@ fn is_vmdk_descriptor(head: &[u8]) -> bool {
         return false;
     };
     s.starts_with("# Disk DescriptorFile")
-        || s.lines()
-            .any(|l| l.trim_start().to_ascii_lowercase().starts_with("createtype"))
+        || s.lines().any(|l| {
+            l.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("createtype")
+        })
 }
 
 #[cfg(test)]
@@ -140,7 +143,10 @@ mod tests {
 
     #[test]
     fn magics() {
-        assert_eq!(probe_bytes(b"QFI\xfb\0\0\0\x03", None).format, Format::Qcow2);
+        assert_eq!(
+            probe_bytes(b"QFI\xfb\0\0\0\x03", None).format,
+            Format::Qcow2
+        );
         assert_eq!(probe_bytes(b"KDMV\x01", None).format, Format::Vmdk);
         assert_eq!(probe_bytes(b"COWD", None).format, Format::Vmdk);
         assert_eq!(probe_bytes(b"vhdxfile", None).format, Format::Vhdx);

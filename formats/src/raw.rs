@@ -30,11 +30,15 @@ impl RawFile {
         let meta = file.metadata().map_err(|e| Error::io(&name, e))?;
         let block_device = meta.file_type().is_block_device();
         if meta.is_dir() {
-            return Err(Error::refused(&name, "this is a directory, not a disk image"));
+            return Err(Error::refused(
+                &name,
+                "this is a directory, not a disk image",
+            ));
         }
         // A block device reports 0 in its metadata; its size is where seeking to the end lands.
         let len = if block_device {
-            file.seek(SeekFrom::End(0)).map_err(|e| Error::io(&name, e))?
+            file.seek(SeekFrom::End(0))
+                .map_err(|e| Error::io(&name, e))?
         } else {
             meta.len()
         };
@@ -143,7 +147,9 @@ impl BlockDev for RawFile {
 
     fn flush(&self) -> Result<()> {
         if self.writable {
-            self.file.sync_data().map_err(|e| Error::io(&self.name, e))?;
+            self.file
+                .sync_data()
+                .map_err(|e| Error::io(&self.name, e))?;
         }
         Ok(())
     }

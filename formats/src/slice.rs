@@ -15,7 +15,12 @@ pub struct Slice {
 impl Slice {
     /// Fails if the window does not lie inside `inner`: a partition table that claims more
     /// than the disk holds is corrupt, and saying so beats reading zeroes.
-    pub fn new(inner: Arc<dyn BlockDev>, start: u64, len: u64, name: impl Into<String>) -> Result<Self> {
+    pub fn new(
+        inner: Arc<dyn BlockDev>,
+        start: u64,
+        len: u64,
+        name: impl Into<String>,
+    ) -> Result<Self> {
         let name = name.into();
         match start.checked_add(len) {
             Some(end) if end <= inner.len() => {}
