@@ -38,7 +38,7 @@ pub fn run(a: MapArgs) -> Result<()> {
     if a.json {
         writeln!(out, "[")?;
     } else {
-        writeln!(out, "{:<20}{:<20}{}", "Offset", "Length", "Kind")?;
+        writeln!(out, "{:<20}{:<20}Kind", "Offset", "Length")?;
     }
     let mut first = true;
     for r in extents_in(&*img, 0, img.len()) {
