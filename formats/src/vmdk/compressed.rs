@@ -15,10 +15,12 @@ thread_local! {
     static INFLATER: RefCell<Option<libdeflater::Decompressor>> = const { RefCell::new(None) };
 }
 
+/// (extent key, byte offset) of each recent grain, and its bytes.
+type Recent = VecDeque<(usize, u64, Arc<Vec<u8>>)>;
+
 #[derive(Default)]
 pub struct GrainCache {
-    /// (file name, byte offset) of the grain, and its bytes.
-    recent: Mutex<VecDeque<(usize, u64, Arc<Vec<u8>>)>>,
+    recent: Mutex<Recent>,
 }
 
 impl GrainCache {

@@ -18,7 +18,7 @@ pub const MAX_EXTENTS: usize = 4096;
 pub enum Access {
     ReadWrite,
     ReadOnly,
-    NoAccess,
+    Forbidden,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +74,7 @@ pub fn parse(bytes: &[u8], file: &str, base: u64) -> Result<Descriptor> {
         let access = match first.to_ascii_uppercase().as_str() {
             "RW" => Some(Access::ReadWrite),
             "RDONLY" => Some(Access::ReadOnly),
-            "NOACCESS" => Some(Access::NoAccess),
+            "NOACCESS" => Some(Access::Forbidden),
             _ => None,
         };
         if let Some(access) = access {

@@ -23,7 +23,7 @@ pub enum Body {
         offset: u64,
     },
     Zero,
-    Sparse(GrainMap),
+    Sparse(Box<GrainMap>),
 }
 
 pub struct Extent {
@@ -127,7 +127,7 @@ pub fn open_line(
             Ok(Extent {
                 start,
                 len,
-                body: Body::Sparse(map),
+                body: Body::Sparse(Box::new(map)),
                 info,
                 host_path,
             })

@@ -122,7 +122,7 @@ pub fn open(file: Arc<dyn BlockDev>, path: &Path, ctx: &OpenCtx) -> Result<Arc<d
                     file_offset: 0,
                     cluster_size: Some(map.grain_bytes),
                 },
-                body: Body::Sparse(map),
+                body: Body::Sparse(Box::new(map)),
                 host_path: None,
             };
             (desc, vec![e], sub)
@@ -142,7 +142,7 @@ pub fn open(file: Arc<dyn BlockDev>, path: &Path, ctx: &OpenCtx) -> Result<Arc<d
                 file_offset: 0,
                 cluster_size: Some(map.grain_bytes),
             },
-            body: Body::Sparse(map),
+            body: Body::Sparse(Box::new(map)),
             host_path: None,
         };
         (None, vec![e], "vmfsSparse".to_string())
@@ -266,7 +266,7 @@ fn open_extents(
     let mut out = Vec::with_capacity(d.extents.len());
     let mut start = 0u64;
     for line in &d.extents {
-        if line.access == Access::NoAccess {
+        if line.access == Access::Forbidden {
             return Err(Error::unsupported(
                 name,
                 "NOACCESS extents (VMware refuses to read them too)",
