@@ -694,3 +694,73 @@ fn bare_sparse_and_fuzz_like_inputs_do_not_panic() {
         }
     }
 }
+
+#[test]
+fn absolute_parent_hint_falls_back_to_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = flat_base(dir.path());
+    let (delta, _) = cowd_delta();
+    std::fs::write(dir.path().join("snap-delta.vmdk"), &delta).unwrap();
+    let d = descriptor(
+        "vmfsSparse",
+        2,
+        Some((0x11111111, "/vmfs/volumes/datastore1/web01/base.vmdk")),
+        "RW 8192 VMFSSPARSE \"snap-delta.vmdk\"",
+    );
+    let img = open(&write(dir.path(), "snap.vmdk", d.as_bytes())).unwrap();
+    assert!(img.info().notes.iter().any(|n| n.contains("instead")));
+    let mut buf = vec![0u8; 4096];
+    img.read_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, want[..4096]);
+}
+
+#[test]
+fn split_extents_beyond_two_gigabytes() {
+    if !common::have("qemu-img") || !common::have("qemu-io") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (sub, n) in [("twoGbMaxExtentSparse", 3), ("twoGbMaxExtentFlat", 3)] {
+        let p = dir.path().join(format!("{sub}.vmdk"));
+        common::run(
+            std::process::Command::new("qemu-img")
+                .args(["create", "-q", "-f", "vmdk", "-o"])
+                .arg(format!("subformat={sub}"))
+                .arg(&p)
+                .arg("5G"),
+        );
+        let at = (2u64 << 30) - 32768;
+        common::run(
+            std::process::Command::new("qemu-io")
+                .args([
+                    "-c",
+                    &format!("write -P 0x5c {at} 65536"),
+                    "-c",
+                    "write -P 0x7d 4294967301 1000",
+                ])
+                .arg(&p),
+        );
+        let img = open(&p).unwrap();
+        assert_eq!(img.len(), 5 << 30);
+        assert_eq!(img.info().extents.len(), n, "{sub}");
+        let mut buf = vec![0u8; 65536 + 1024];
+        img.read_at(&mut buf, at - 512).unwrap();
+        assert!(buf[..512].iter().all(|&b| b == 0));
+        assert!(buf[512..512 + 65536].iter().all(|&b| b == 0x5c), "{sub}");
+        assert!(buf[512 + 65536..].iter().all(|&b| b == 0));
+        let mut buf = vec![0u8; 1002];
+        img.read_at(&mut buf, 4294967300).unwrap();
+        assert_eq!(buf[0], 0);
+        assert!(buf[1..1001].iter().all(|&b| b == 0x7d));
+        assert_eq!(buf[1001], 0);
+        // Nearly all of it is holes, and the map says so without reading them.
+        let t = std::time::Instant::now();
+        let data: u64 = transplant_formats::extents_in(&*img, 0, img.len())
+            .map(|r| r.unwrap())
+            .filter(|(_, e)| e.kind.has_data())
+            .map(|(_, e)| e.len)
+            .sum();
+        assert!(data < 8 << 20, "{sub}: {data}");
+        assert!(t.elapsed().as_secs() < 10);
+    }
+}

@@ -24,7 +24,7 @@ mod sesparse;
 mod sparse_header;
 
 use crate::blockdev::{BlockDev, Extent as Run, ExtentKind};
-use crate::error::{check_range, Error, Result};
+use crate::error::{check_range, Error, ErrorKind, Result};
 use crate::image::{Image, ImageInfo};
 use crate::open::{host_allocated, OpenCtx};
 use crate::probe::Format;
@@ -340,7 +340,33 @@ impl VmdkImage {
                 clip(&hint)
             ));
         }
-        let parent = ctx.open_backing(&self.path, &hint, None)?;
+        let parent = match ctx.open_backing(&self.path, &hint, None) {
+            Ok(p) => p,
+            Err(e) => {
+                // VMware records the parent's absolute path on the original host
+                // ("/vmfs/volumes/ds1/vm/base.vmdk", "C:\VMs\base.vmdk"); exports carry the
+                // parent beside the child, so try the bare name in this folder before failing.
+                let base = hint.rsplit(['/', '\\']).next().unwrap_or("");
+                let retry = (matches!(e.kind(), ErrorKind::Refused | ErrorKind::Io)
+                    && !base.is_empty()
+                    && base != hint
+                    && base != ".."
+                    && base != ".")
+                    .then(|| ctx.open_backing(&self.path, base, None).ok())
+                    .flatten();
+                match retry {
+                    Some(p) => {
+                        self.notes.push(format!(
+                            "parentFileNameHint '{}' could not be used ({e}); opened '{}' from the image's folder instead",
+                            clip(&hint),
+                            clip(base)
+                        ));
+                        p
+                    }
+                    None => return Err(e),
+                }
+            }
+        };
         let pinfo = parent.info();
         if pinfo.format == Format::Vmdk {
             let pcid = pinfo
