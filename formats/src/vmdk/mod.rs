@@ -176,6 +176,14 @@ pub fn open(file: Arc<dyn BlockDev>, path: &Path, ctx: &OpenCtx) -> Result<Arc<d
         notes,
         details,
     };
+    let compressed = img
+        .extents
+        .iter()
+        .any(|e| matches!(&e.body, Body::Sparse(m) if m.layout.compressed));
+    img.details.insert(
+        "compression".into(),
+        if compressed { "deflate" } else { "none" }.into(),
+    );
     if let Some(d) = &desc {
         img.describe(d);
         img.open_parent(d, ctx)?;
@@ -320,14 +328,6 @@ impl VmdkImage {
         if let Some(v) = d.ddb("toolsVersion") {
             self.details.insert("toolsVersion".into(), v.to_string());
         }
-        let compressed = self
-            .extents
-            .iter()
-            .any(|e| matches!(&e.body, Body::Sparse(m) if m.layout.compressed));
-        self.details.insert(
-            "compression".into(),
-            if compressed { "deflate" } else { "none" }.into(),
-        );
     }
 
     fn open_parent(&mut self, d: &Descriptor, ctx: &OpenCtx) -> Result<()> {

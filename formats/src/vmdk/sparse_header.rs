@@ -119,6 +119,8 @@ pub fn read(file: &dyn BlockDev) -> Result<SparseHeader> {
 
 /// Largest grain: 1 GiB, as qemu; a larger one is not an image anyone wrote.
 pub const MAX_GRAIN_SECTORS: u64 = 1 << 21;
+/// Largest compressed grain we inflate: 16 MiB (VMware and qemu write 64 KiB ones).
+pub const MAX_COMPRESSED_GRAIN_SECTORS: u64 = 1 << 15;
 /// VMware always writes 512 entries per grain table; allow more, but bounded so a table stays
 /// a small read.
 pub const MAX_GTES_PER_GT: u64 = 1 << 16;
@@ -158,6 +160,16 @@ impl SparseHeader {
                 "grain size of {} sectors is outside 1..={MAX_GRAIN_SECTORS}",
                 self.grain_sectors
             )));
+        }
+        if compressed && self.grain_sectors > MAX_COMPRESSED_GRAIN_SECTORS {
+            // Inflating needs a whole grain in memory, and a tiny file can claim a huge one.
+            return Err(Error::unsupported(
+                name,
+                format!(
+                    "compressed grains of {} sectors (at most {MAX_COMPRESSED_GRAIN_SECTORS} are read; VMware writes 128)",
+                    self.grain_sectors
+                ),
+            ));
         }
         let gtes = u64::from(self.gtes_per_gt);
         if gtes == 0 || gtes > MAX_GTES_PER_GT {
