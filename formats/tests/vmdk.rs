@@ -764,3 +764,48 @@ fn split_extents_beyond_two_gigabytes() {
         assert!(t.elapsed().as_secs() < 10);
     }
 }
+
+#[test]
+fn hostile_descriptor_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), vec![7u8; 4096]).unwrap();
+    // A flat offset at the end of the address space reads as the zeroes past the file's end.
+    let d = descriptor(
+        "monolithicFlat",
+        1,
+        None,
+        "RW 8 FLAT \"f\" 36028797018963967",
+    );
+    let img = open(&write(dir.path(), "far.vmdk", d.as_bytes())).unwrap();
+    assert_eq!(read_all(&*img), vec![0u8; 4096]);
+    assert!(!img.extent_at(0).unwrap().kind.has_data());
+    let d = descriptor("monolithicFlat", 1, None, "RW 18446744073709551615 ZERO");
+    expect_err(
+        &write(dir.path(), "huge.vmdk", d.as_bytes()),
+        ErrorKind::Corrupt,
+        &["overflows"],
+    );
+    let d = descriptor(
+        "monolithicFlat",
+        1,
+        None,
+        "RW 9007199254740991 ZERO\nRW 9007199254740991 ZERO",
+    );
+    expect_err(
+        &write(dir.path(), "sum.vmdk", d.as_bytes()),
+        ErrorKind::Corrupt,
+        &["impossibly large"],
+    );
+    let d = descriptor("monolithicFlat", 1, None, "");
+    expect_err(
+        &write(dir.path(), "none.vmdk", d.as_bytes()),
+        ErrorKind::Corrupt,
+        &["no extents"],
+    );
+    let d = descriptor("monolithicFlat", 1, None, "RW 8 WEIRD \"f\"");
+    expect_err(
+        &write(dir.path(), "weird.vmdk", d.as_bytes()),
+        ErrorKind::Unsupported,
+        &["WEIRD"],
+    );
+}

@@ -415,7 +415,7 @@ impl VmdkImage {
                 buf.fill(0);
                 Ok(())
             }
-            Body::Flat { file, offset } => file.read_at_zero_fill(buf, offset + rel),
+            Body::Flat { file, offset } => file.read_at_zero_fill(buf, offset.saturating_add(rel)),
             Body::Sparse(map) => self.read_sparse(idx, e, map, buf, rel),
         }
     }
@@ -564,7 +564,7 @@ impl BlockDev for VmdkImage {
                 len: left,
             }),
             Body::Flat { file, offset: fo } => {
-                let at = fo + rel;
+                let at = fo.saturating_add(rel);
                 // Holes in a flat file read as zeroes and never fall through to a parent.
                 let hole = if self.parent.is_some() {
                     ExtentKind::Zero
