@@ -10,6 +10,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 const CACHED_GRAINS: usize = 8;
+/// Grains larger than this are not kept, so the cache stays within 8 MiB.
+const MAX_CACHED_GRAIN_BYTES: u64 = 1 << 20;
 
 thread_local! {
     static INFLATER: RefCell<Option<libdeflater::Decompressor>> = const { RefCell::new(None) };
@@ -42,6 +44,9 @@ impl GrainCache {
             }
         }
         let g = Arc::new(inflate(file, at, grain_bytes, markers)?);
+        if grain_bytes > MAX_CACHED_GRAIN_BYTES {
+            return Ok(g);
+        }
         let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         if r.len() >= CACHED_GRAINS {
             r.pop_front();

@@ -181,13 +181,15 @@ impl GrainMap {
         self.decode(raw, gt_at, i)
     }
 
-    /// Grain `g`'s kind and how many grains from `g` on (at most `max`) share it. Skips
-    /// whole unallocated tables without reading them.
+    /// Grain `g`'s kind and how many grains from `g` on (at most `max`) share it. Scans
+    /// each table once, skips whole unallocated tables without reading them, and stops
+    /// (rather than failing) at a damaged entry ahead, which fails when it is reached.
     pub fn run(&self, g: u64, max: u64) -> Result<(Grain, u64)> {
         let first = self.grain(g)?;
-        let mut n = 1u64;
+        let gtes = self.layout.gtes_per_gt;
         // Bounded scan: an extent map may return shorter runs than the truth.
-        let limit = max.min(1 << 20);
+        let limit = max.clamp(1, 1 << 20);
+        let mut n = 1u64;
         while n < limit {
             let next = g + n;
             if next >= self.grains {
@@ -196,18 +198,28 @@ impl GrainMap {
                 }
                 break;
             }
-            let gdi = next / self.layout.gtes_per_gt;
-            if first == Grain::Unallocated && self.gd.get(gdi as usize).copied().unwrap_or(0) == 0 {
-                let table_end = (gdi + 1) * self.layout.gtes_per_gt;
+            let gdi = next / gtes;
+            let table_end = ((gdi + 1) * gtes).min(self.grains);
+            let Some(t) = self.table(gdi)? else {
+                if first != Grain::Unallocated {
+                    break;
+                }
                 n = (table_end - g).min(limit);
                 continue;
+            };
+            let gt_at = self.gd.get(gdi as usize).copied().unwrap_or(0);
+            let mut i = next;
+            while i < table_end && n < limit {
+                let raw = t.get((i % gtes) as usize).copied().unwrap_or(0);
+                match self.decode(raw, gt_at, i % gtes) {
+                    Ok(s) if s.same_kind(first) => {}
+                    _ => return Ok((first, n)),
+                }
+                n += 1;
+                i += 1;
             }
-            if !self.grain(next)?.same_kind(first) {
-                break;
-            }
-            n += 1;
         }
-        Ok((first, n.min(limit).max(1)))
+        Ok((first, n.min(limit)))
     }
 
     fn decode(&self, raw: u64, gt_at: u64, i: u64) -> Result<Grain> {
