@@ -6,6 +6,7 @@ mod exit;
 mod human;
 mod info;
 mod map;
+mod mount;
 mod progress;
 
 use clap::{Args, Parser, Subcommand};
@@ -56,6 +57,7 @@ enum Command {
     Info(info::InfoArgs),
     Map(map::MapArgs),
     Convert(convert::ConvertArgs),
+    Mount(mount::MountArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Command::Info(a) => info::run(a),
         Command::Map(a) => map::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Mount(a) => mount::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

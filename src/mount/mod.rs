@@ -1,0 +1,189 @@
+//! `transplant mount`: images as a FUSE filesystem. Like `guestmount`, but with no helper VM:
+//! the kernel talks FUSE to this process, which reads the image formats itself.
+//!
+//! Without `--foreground` the command returns once the mount is ready, leaving a server
+//! process behind (as guestmount does): it re-executes itself in the foreground in a new
+//! process group and waits on a pipe for "ready", so errors (a corrupt image, a busy
+//! mount point) still reach the caller's terminal and exit status.
+
+mod raw_view;
+
+use crate::OpenArgs;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use transplant_formats::{open_image, BlockDev};
+
+/// Mount images with FUSE, read-only.
+///
+/// With --raw, DIR shows each whole virtual disk as a file (`disk`, or `disk1`, `disk2` for
+/// several images) that any host tool can open: `sfdisk -l DIR/disk`, `mount -o loop`.
+/// Unmount with `fusermount3 -u DIR`, or Ctrl-C / SIGTERM in --foreground mode.
+///
+/// Example: transplant mount --raw web01.vmdk /mnt/web01
+#[derive(Args)]
+pub struct MountArgs {
+    /// Images, then the mount point (an existing empty directory).
+    #[arg(required = true, num_args = 2.., value_name = "IMAGE... DIR")]
+    paths: Vec<PathBuf>,
+    /// Show the disks as raw files instead of the guest's files.
+    #[arg(long)]
+    raw: bool,
+    /// Stay in the foreground; unmount on Ctrl-C or SIGTERM.
+    #[arg(long)]
+    foreground: bool,
+    /// Let other users see the mount (needs `user_allow_other` in /etc/fuse.conf unless root).
+    #[arg(long)]
+    allow_other: bool,
+    /// FUSE server threads.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    threads: usize,
+    #[command(flatten)]
+    open: OpenArgs,
+}
+
+const READY_FD_ENV: &str = "TRANSPLANT_MOUNT_READY_FD";
+
+pub fn run(a: MountArgs) -> Result<()> {
+    let Some((dir, images)) = a.paths.split_last() else {
+        bail!("give one or more images and then the mount point");
+    };
+    if !dir.is_dir() {
+        bail!("the mount point {} is not a directory", dir.display());
+    }
+    if !a.raw {
+        bail!(
+            "the guest file view needs the guest filesystem layer, which is not in this build yet; \
+             use --raw to see the disks as files"
+        );
+    }
+    if !a.foreground {
+        return spawn_background();
+    }
+
+    let mut files: Vec<(String, Arc<dyn BlockDev>)> = Vec::new();
+    for (i, path) in images.iter().enumerate() {
+        let img = open_image(path, &a.open.options())
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let name = if images.len() == 1 {
+            "disk".to_string()
+        } else {
+            format!("disk{}", i + 1)
+        };
+        files.push((name, img));
+    }
+    let uid = unsafe_getuid();
+    let gid = unsafe_getgid();
+    let fs = raw_view::RawView::new(files, uid, gid);
+
+    let mut cfg = fuser::Config::default();
+    cfg.mount_options = vec![
+        fuser::MountOption::RO,
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
+        fuser::MountOption::FSName(format!("transplant:{}", images[0].display())),
+        fuser::MountOption::Subtype("transplant".into()),
+        fuser::MountOption::DefaultPermissions,
+    ];
+    cfg.acl = if a.allow_other {
+        fuser::SessionACL::All
+    } else {
+        fuser::SessionACL::Owner
+    };
+    cfg.n_threads = Some(a.threads.max(1));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let _ = ctrlc::set_handler(move || s2.store(true, Ordering::Relaxed));
+
+    let session = fuser::spawn_mount(fs, dir, &cfg)
+        .with_context(|| format!("cannot mount on {}", dir.display()))?;
+    signal_ready();
+    // Serve until a signal, or until someone unmounts us (fusermount3 -u ends the session).
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            session
+                .umount_and_join()
+                .with_context(|| format!("unmounting {}", dir.display()))?;
+            return Ok(());
+        }
+        if session.guard.is_finished() {
+            return session
+                .join()
+                .context("the FUSE session ended with an error");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn unsafe_getuid() -> u32 {
+    // SAFETY: getuid/getgid cannot fail and touch no memory.
+    unsafe { libc::getuid() }
+}
+
+fn unsafe_getgid() -> u32 {
+    // SAFETY: as above.
+    unsafe { libc::getgid() }
+}
+
+/// In the background server: tell the waiting parent the mount is up.
+fn signal_ready() {
+    if let Some(fd) = std::env::var(READY_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    {
+        // SAFETY: the fd was created for us by the parent and is used only here.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut f = std::fs::File::from(owned);
+        let _ = std::io::Write::write_all(&mut f, b"R");
+        // Detach from the caller's stderr: a caller capturing our output (`$(...)`, a test
+        // harness) would otherwise wait for EOF as long as the mount lives.
+        if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+            use std::os::fd::AsRawFd;
+            // SAFETY: dup2 onto fd 2 with a valid fd we own.
+            unsafe { libc::dup2(null.as_raw_fd(), 2) };
+        }
+    }
+}
+
+/// Re-runs this command in the foreground as a background server and waits until it says
+/// the mount is ready (or dies, having printed why).
+fn spawn_background() -> Result<()> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe fills two fds; we own both.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("creating a pipe");
+    }
+    let (rfd, wfd) = (fds[0], fds[1]);
+    // SAFETY: fresh fds from pipe().
+    let mut reader = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(rfd) });
+    let writer = unsafe { OwnedFd::from_raw_fd(wfd) };
+    // The read end must not leak into the child, or EOF never comes.
+    // SAFETY: fcntl on our own fd.
+    unsafe { libc::fcntl(rfd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    let exe = std::env::current_exe().context("finding our own executable")?;
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    args.push("--foreground".into());
+    let mut child = std::process::Command::new(exe)
+        .args(args)
+        .env(READY_FD_ENV, wfd.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("starting the mount server")?;
+    drop(writer);
+    let mut buf = [0u8; 1];
+    let n = reader.read(&mut buf).unwrap_or(0);
+    if n == 1 && buf[0] == b'R' {
+        return Ok(());
+    }
+    let status = child.wait().context("waiting for the mount server")?;
+    bail!("the mount server stopped before the mount was ready ({status})");
+}
