@@ -115,7 +115,12 @@ pub fn assert_same_as_qemu(image: &Path, qemu_format: Option<&str>) {
     let reference = qemu_raw_sha256(image, qemu_format);
     let img = transplant_formats::open_image(image, &Default::default())
         .unwrap_or_else(|e| panic!("open {}: {e}", image.display()));
-    assert_eq!(sha256_dev(&*img), reference, "full read of {}", image.display());
+    assert_eq!(
+        sha256_dev(&*img),
+        reference,
+        "full read of {}",
+        image.display()
+    );
     assert_eq!(
         sha256_dev_by_extents(&*img),
         reference,
