@@ -30,8 +30,9 @@ pub struct Chunk {
     pub data: Vec<u8>,
     /// Ranges of `data` (start, end), at `ZERO_BLOCK` granularity, that hold non-zero bytes.
     pub nonzero: Vec<(usize, usize)>,
-    /// What the encoder made of it (compressed clusters, ...), if the output encodes.
-    pub encoded: Option<Vec<u8>>,
+    /// What the output's encoder made of it on a worker thread (compressed clusters,
+    /// grains, ...), in a shape only that output knows.
+    pub encoded: Option<Box<dyn std::any::Any + Send>>,
 }
 
 /// Work an output wants done on the worker threads, in any order.
