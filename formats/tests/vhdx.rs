@@ -1,0 +1,309 @@
+//! VHDX reader: qemu-made fixed and dynamic images against `qemu-img convert -O raw`, a
+//! differencing disk made by patching one (qemu cannot make or read those), and hostile
+//! inputs.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use transplant_formats::{open_image, BlockDev, ErrorKind, MemDev, OpenCtx, OpenOptions};
+
+fn fixtures() -> Option<std::path::PathBuf> {
+    if !common::have("qemu-img") {
+        return None;
+    }
+    Some(common::fixtures("vhdx"))
+}
+
+#[test]
+fn qemu_made_images_read_like_qemu() {
+    let Some(dir) = fixtures() else { return };
+    for f in [
+        "dynamic.vhdx",
+        "fixed.vhdx",
+        "dynamic-1m.vhdx",
+        "dynamic-odd.vhdx",
+        "zero-state.vhdx",
+    ] {
+        common::assert_same_as_qemu(&dir.join(f), Some("vhdx"));
+    }
+    let d = open_image(&dir.join("dynamic-1m.vhdx"), &OpenOptions::default()).unwrap();
+    let i = d.info();
+    assert_eq!(i.subformat.as_deref(), Some("dynamic"));
+    assert_eq!(i.cluster_size, Some(1 << 20));
+    assert_eq!(i.details["logical_sector_size"], "512");
+    let f = open_image(&dir.join("fixed.vhdx"), &OpenOptions::default()).unwrap();
+    assert_eq!(f.info().subformat.as_deref(), Some("fixed"));
+}
+
+fn crc_fix(b: &mut [u8], len: usize) {
+    b[4..8].copy_from_slice(&[0; 4]);
+    let c = crc32c::crc32c(&b[..len]);
+    b[4..8].copy_from_slice(&c.to_le_bytes());
+}
+
+fn u32le(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
+}
+fn u64le(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+}
+
+const BAT_GUID: [u8; 16] = [
+    0x66, 0x77, 0xc2, 0x2d, 0x23, 0xf6, 0x00, 0x42, 0x9d, 0x64, 0x11, 0x5e, 0x9b, 0xfd, 0x4a, 0x08,
+];
+const META_GUID: [u8; 16] = [
+    0x06, 0xa2, 0x7c, 0x8b, 0x90, 0x47, 0x9a, 0x4b, 0xb8, 0xfe, 0x57, 0x5f, 0x05, 0x0f, 0x88, 0x6e,
+];
+const FILE_PARAMS: [u8; 16] = [
+    0x37, 0x67, 0xa1, 0xca, 0x36, 0xfa, 0x43, 0x4d, 0xb3, 0xb6, 0x33, 0xf0, 0xaa, 0x44, 0xe7, 0x6b,
+];
+const LOCATOR: [u8; 16] = [
+    0x2d, 0x5f, 0xd3, 0xa8, 0x0b, 0xb3, 0x4d, 0x45, 0xab, 0xf7, 0xd3, 0xd8, 0x48, 0x34, 0xab, 0x0c,
+];
+
+/// (BAT offset, metadata offset) from the first region table.
+fn regions(img: &[u8]) -> (usize, usize) {
+    let r = 192 * 1024;
+    let n = u32le(img, r + 8) as usize;
+    let (mut bat, mut meta) = (0, 0);
+    for i in 0..n {
+        let e = r + 16 + i * 32;
+        if img[e..e + 16] == BAT_GUID {
+            bat = u64le(img, e + 16) as usize;
+        }
+        if img[e..e + 16] == META_GUID {
+            meta = u64le(img, e + 16) as usize;
+        }
+    }
+    (bat, meta)
+}
+
+/// Makes a differencing disk from a qemu-made dynamic image with 1 MiB blocks: block 0
+/// partially present (sectors chosen by `keep`), blocks 1 and 2 not present (parent),
+/// block 3 zero, the rest the child's own.
+fn make_differencing(mut img: Vec<u8>, parent: &str, keep: &dyn Fn(u64) -> bool) -> Vec<u8> {
+    let (bat, meta) = regions(&img);
+    // File parameters: set HasParent.
+    let count = u16::from_le_bytes([img[meta + 10], img[meta + 11]]) as usize;
+    for i in 0..count {
+        let e = meta + 32 + i * 32;
+        if img[e..e + 16] == FILE_PARAMS {
+            let off = meta + u32le(&img, e + 16) as usize;
+            img[off + 4] |= 2;
+        }
+    }
+    // A parent locator item at 512 KiB into the region.
+    let item_off = 512 * 1024;
+    let mut item = Vec::new();
+    item.extend_from_slice(&[
+        0xb7, 0xef, 0x4a, 0xb0, 0x9e, 0xd1, 0x81, 0x4a, 0xb7, 0x89, 0x25, 0xb8, 0xe9, 0x44, 0x59,
+        0x13,
+    ]);
+    item.extend_from_slice(&0u16.to_le_bytes());
+    let pairs = [
+        ("parent_linkage", "{00000000-0000-0000-0000-000000000000}"),
+        ("relative_path", parent),
+    ];
+    item.extend_from_slice(&(pairs.len() as u16).to_le_bytes());
+    let mut strings = Vec::new();
+    let base = 20 + pairs.len() * 12;
+    for (k, v) in pairs {
+        let k16: Vec<u8> = k.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+        let v16: Vec<u8> = v.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+        let ko = base + strings.len();
+        strings.extend_from_slice(&k16);
+        let vo = base + strings.len();
+        strings.extend_from_slice(&v16);
+        item.extend_from_slice(&(ko as u32).to_le_bytes());
+        item.extend_from_slice(&(vo as u32).to_le_bytes());
+        item.extend_from_slice(&(k16.len() as u16).to_le_bytes());
+        item.extend_from_slice(&(v16.len() as u16).to_le_bytes());
+    }
+    item.extend_from_slice(&strings);
+    img[meta + item_off..meta + item_off + item.len()].copy_from_slice(&item);
+    let e = meta + 32 + count * 32;
+    img[e..e + 16].copy_from_slice(&LOCATOR);
+    img[e + 16..e + 20].copy_from_slice(&(item_off as u32).to_le_bytes());
+    img[e + 20..e + 24].copy_from_slice(&(item.len() as u32).to_le_bytes());
+    img[e + 24..e + 28].copy_from_slice(&(4u32 | 2).to_le_bytes());
+    img[meta + 10..meta + 12].copy_from_slice(&((count + 1) as u16).to_le_bytes());
+    // A sector bitmap block appended at the end (MiB-aligned), entry 4096 of the BAT.
+    let end = img.len().div_ceil(1 << 20) << 20;
+    img.resize(end + (1 << 20), 0);
+    for s in 0..2048u64 {
+        if keep(s) {
+            img[end + (s / 8) as usize] |= 1 << (s % 8);
+        }
+    }
+    let set = |img: &mut Vec<u8>, idx: usize, v: u64| {
+        img[bat + idx * 8..bat + idx * 8 + 8].copy_from_slice(&v.to_le_bytes())
+    };
+    set(&mut img, 4096, (end as u64) | 6);
+    let b0 = u64le(&img, bat) & !7;
+    set(&mut img, 0, b0 | 7);
+    set(&mut img, 1, 0);
+    set(&mut img, 2, 0);
+    set(&mut img, 3, 2);
+    img
+}
+
+#[test]
+fn differencing_disk_reads_parent_child_and_bitmap() {
+    let Some(_) = fixtures() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let size = 9 << 20;
+    let a: Vec<u8> = (0..size).map(|i| (i % 197) as u8 + 1).collect();
+    let b: Vec<u8> = (0..size).map(|i| (i % 5) as u8 + 50).collect();
+    std::fs::write(dir.path().join("a.raw"), &a).unwrap();
+    std::fs::write(dir.path().join("b.raw"), &b).unwrap();
+    for (src, dst) in [("a.raw", "parent.vhdx"), ("b.raw", "childsrc.vhdx")] {
+        common::run(
+            std::process::Command::new("qemu-img")
+                .args([
+                    "convert",
+                    "-O",
+                    "vhdx",
+                    "-o",
+                    "subformat=dynamic,block_size=1M",
+                ])
+                .arg(dir.path().join(src))
+                .arg(dir.path().join(dst)),
+        );
+    }
+    let keep = |s: u64| s.is_multiple_of(5) || (100..300).contains(&s);
+    let child = make_differencing(
+        std::fs::read(dir.path().join("childsrc.vhdx")).unwrap(),
+        "parent.vhdx",
+        &keep,
+    );
+    std::fs::write(dir.path().join("child.vhdx"), &child).unwrap();
+    let img = open_image(&dir.path().join("child.vhdx"), &OpenOptions::default()).unwrap();
+    let mut expect = b.clone();
+    for s in 0..2048usize {
+        if !keep(s as u64) {
+            expect[s * 512..s * 512 + 512].copy_from_slice(&a[s * 512..s * 512 + 512]);
+        }
+    }
+    expect[1 << 20..3 << 20].copy_from_slice(&a[1 << 20..3 << 20]);
+    expect[3 << 20..4 << 20].fill(0);
+    let mut got = vec![0u8; size];
+    img.read_at(&mut got, 0).unwrap();
+    assert!(got == expect, "differencing read differs");
+    assert_eq!(
+        common::sha256_dev_by_extents(&*img),
+        common::sha256_dev(&*img)
+    );
+    let info = img.info();
+    assert_eq!(info.subformat.as_deref(), Some("differencing"));
+    assert_eq!(info.backing_reference.as_deref(), Some("parent.vhdx"));
+
+    // Parents outside the folder are refused; a disk naming itself loops.
+    let bad = make_differencing(
+        std::fs::read(dir.path().join("childsrc.vhdx")).unwrap(),
+        "..\\up.vhdx",
+        &keep,
+    );
+    std::fs::write(dir.path().join("bad.vhdx"), &bad).unwrap();
+    let e = open_image(&dir.path().join("bad.vhdx"), &OpenOptions::default())
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
+    let me = make_differencing(
+        std::fs::read(dir.path().join("childsrc.vhdx")).unwrap(),
+        "me.vhdx",
+        &keep,
+    );
+    std::fs::write(dir.path().join("me.vhdx"), &me).unwrap();
+    let e = open_image(&dir.path().join("me.vhdx"), &OpenOptions::default())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("loops"), "{e}");
+}
+
+fn open_bytes(b: Vec<u8>) -> transplant_formats::Result<Arc<dyn transplant_formats::Image>> {
+    transplant_formats::vhdx::open(
+        Arc::new(MemDev::new("hostile.vhdx", b)),
+        Path::new("hostile.vhdx"),
+        &OpenCtx::detached(),
+    )
+}
+
+#[test]
+fn hostile_inputs_are_clean_errors() {
+    let Some(dir) = fixtures() else { return };
+    let good = std::fs::read(dir.join("small.vhdx")).unwrap();
+    assert!(open_bytes(good.clone()).is_ok());
+    let (bat, meta) = regions(&good);
+    let h1 = 64 * 1024;
+    let h2 = 128 * 1024;
+    let mut cases: Vec<(&str, Vec<u8>, ErrorKind)> = Vec::new();
+    cases.push(("truncated", good[..300_000].to_vec(), ErrorKind::Corrupt));
+    let mut b = good.clone();
+    b[h1 + 100] ^= 1;
+    b[h2 + 100] ^= 1;
+    cases.push(("both headers", b, ErrorKind::Corrupt));
+    // One damaged header: opens with a note.
+    let mut b = good.clone();
+    b[h1 + 100] ^= 1;
+    let img = open_bytes(b).unwrap();
+    assert!(img.info().notes.iter().any(|n| n.contains("damaged")));
+    // Log GUID set in both headers: refused as unsupported, never misread.
+    let mut b = good.clone();
+    for h in [h1, h2] {
+        b[h + 48] = 1;
+        crc_fix(&mut b[h..h + 4096], 4096);
+    }
+    cases.push(("dirty log", b, ErrorKind::Unsupported));
+    // Region entry past EOF (both copies).
+    let mut b = good.clone();
+    for r in [192 * 1024, 256 * 1024] {
+        b[r + 16 + 16..r + 16 + 24].copy_from_slice(&(1u64 << 50).to_le_bytes());
+        crc_fix(&mut b[r..r + 65536], 65536);
+    }
+    cases.push(("region past EOF", b, ErrorKind::Corrupt));
+    let mut b = good.clone();
+    b[bat..bat + 8].copy_from_slice(&((1u64 << 45) | 6).to_le_bytes());
+    cases.push(("BAT entry past EOF", b, ErrorKind::Corrupt));
+    let mut b = good.clone();
+    b[bat..bat + 8].copy_from_slice(&5u64.to_le_bytes());
+    cases.push(("BAT bad state", b, ErrorKind::Corrupt));
+    let item = |name: [u8; 16]| -> usize {
+        let count = u16::from_le_bytes([good[meta + 10], good[meta + 11]]) as usize;
+        (0..count)
+            .map(|i| meta + 32 + i * 32)
+            .find(|&e| good[e..e + 16] == name)
+            .map(|e| meta + u32le(&good, e + 16) as usize)
+            .unwrap()
+    };
+    let fp = item(FILE_PARAMS);
+    for (what, bs) in [
+        ("block size 0", 0u32),
+        ("block size 3 MiB", 3 << 20),
+        ("block size 512 MiB", 512 << 20),
+    ] {
+        let mut b = good.clone();
+        b[fp..fp + 4].copy_from_slice(&bs.to_le_bytes());
+        cases.push((what, b, ErrorKind::Corrupt));
+    }
+    let vs = item([
+        0x24, 0x42, 0xa5, 0x2f, 0x1b, 0xcd, 0x76, 0x48, 0xb2, 0x11, 0x5d, 0xbe, 0xd8, 0x3b, 0xf4,
+        0xb8,
+    ]);
+    let mut b = good.clone();
+    b[vs..vs + 8].copy_from_slice(&(1u64 << 63).to_le_bytes());
+    cases.push(("virtual size 2^63", b, ErrorKind::Corrupt));
+    let mut b = good.clone();
+    let e0 = meta + 32;
+    b[e0 + 16..e0 + 20].copy_from_slice(&0xfff0_0000u32.to_le_bytes());
+    cases.push(("metadata item outside region", b, ErrorKind::Corrupt));
+    let diff = make_differencing(good.clone(), "p.vhdx", &|_| true);
+    cases.push(("detached parent", diff, ErrorKind::Refused));
+    for (what, bytes, kind) in cases {
+        let e = open_bytes(bytes)
+            .err()
+            .unwrap_or_else(|| panic!("{what}: opened"));
+        assert_eq!(e.kind(), kind, "{what}: {e}");
+        assert!(e.to_string().contains("hostile.vhdx"), "{what}: {e}");
+    }
+}
