@@ -13,6 +13,7 @@ pub mod mem;
 pub mod open;
 pub mod output;
 pub mod overlay;
+pub mod partition;
 pub mod probe;
 pub mod raw;
 pub mod slice;
