@@ -4,6 +4,7 @@ use crate::{human, OpenArgs};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
+use transplant_formats::partition::{read_partitions, PartitionKind, PartitionTable};
 use transplant_formats::{copy::data_bytes, open_image, ImageInfo};
 
 /// Show an image's format, sizes, backing chain or extents, and state.
@@ -28,6 +29,8 @@ struct InfoJson {
     info: ImageInfo,
     /// Bytes of the virtual disk that hold data (this image and its backing chain).
     allocated_bytes: u64,
+    /// The partition table, if the disk has one.
+    partition_table: Option<PartitionTable>,
 }
 
 pub fn run(a: InfoArgs) -> Result<()> {
@@ -35,16 +38,63 @@ pub fn run(a: InfoArgs) -> Result<()> {
         .with_context(|| format!("cannot open {}", a.image.display()))?;
     let info = img.info();
     let allocated = data_bytes(&*img)?;
+    let table = read_partitions(&*img)?;
     if a.json {
         let j = InfoJson {
             info,
             allocated_bytes: allocated,
+            partition_table: table,
         };
         println!("{}", serde_json::to_string_pretty(&j)?);
         return Ok(());
     }
     print_info(&info, Some(allocated), 0);
+    if let Some(t) = &table {
+        print_partitions(t);
+    }
     Ok(())
+}
+
+fn print_partitions(t: &PartitionTable) {
+    let scheme = match t.scheme {
+        transplant_formats::partition::Scheme::Mbr => "MBR",
+        transplant_formats::partition::Scheme::Gpt => "GPT",
+    };
+    println!(
+        "partitions: {scheme}, {}-byte sectors{}",
+        t.sector_size,
+        t.disk_guid
+            .as_deref()
+            .map(|g| format!(", disk id {g}"))
+            .unwrap_or_default()
+    );
+    for p in &t.partitions {
+        let extra = match &p.kind {
+            PartitionKind::Mbr {
+                type_byte,
+                bootable,
+                ..
+            } => {
+                format!(
+                    "type 0x{type_byte:02x}{}",
+                    if *bootable { ", bootable" } else { "" }
+                )
+            }
+            PartitionKind::Gpt {
+                name, unique_guid, ..
+            } => format!("\"{name}\" {unique_guid}"),
+        };
+        println!(
+            "  {:>3}  {:>12} at {:>12}  {:<20} {extra}",
+            p.number,
+            human::size(p.size),
+            p.start,
+            p.type_name
+        );
+    }
+    for w in &t.warnings {
+        println!("  warning: {w}");
+    }
 }
 
 fn print_info(i: &ImageInfo, allocated: Option<u64>, depth: usize) {

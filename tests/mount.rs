@@ -120,3 +120,43 @@ fn foreground_mount_unmounts_on_sigterm() {
     assert!(st.success(), "{st}");
     assert!(!is_mounted(&mnt));
 }
+
+#[test]
+fn raw_mount_shows_partitions() {
+    if !fuse_usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("d.img");
+    let mut bytes = data(8 << 20);
+    bytes[..512].fill(0);
+    std::fs::write(&img, &bytes).unwrap();
+    let mut c = Command::new("sfdisk")
+        .args(["-q", "--no-reread", "--no-tell-kernel"])
+        .arg(&img)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: dos\n,2M,83\n,,83\n")
+        .unwrap();
+    assert!(c.wait().unwrap().success());
+    let bytes = std::fs::read(&img).unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let st = Command::new(env!("CARGO_BIN_EXE_transplant"))
+        .args(["mount", "--raw"])
+        .arg(&img)
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let p1 = std::fs::read(mnt.join("p1"));
+    let p2 = std::fs::read(mnt.join("p2"));
+    let _ = Command::new("fusermount3").arg("-u").arg(&mnt).status();
+    assert!(p1.unwrap() == bytes[1 << 20..3 << 20]);
+    assert!(p2.unwrap() == bytes[3 << 20..]);
+}

@@ -23,7 +23,8 @@ use transplant_formats::{open_image, BlockDev};
 /// Mount images with FUSE, read-only.
 ///
 /// With --raw, DIR shows each whole virtual disk as a file (`disk`, or `disk1`, `disk2` for
-/// several images) that any host tool can open: `sfdisk -l DIR/disk`, `mount -o loop`.
+/// several images) and its partitions (`p1`, `p2`, ... or `disk1p1`, ...), read-only files
+/// any host tool can open: `sfdisk -l DIR/disk`, `mount -o loop,ro DIR/p1 /mnt/x`.
 /// Unmount with `fusermount3 -u DIR`, or Ctrl-C / SIGTERM in --foreground mode.
 ///
 /// Example: transplant mount --raw web01.vmdk /mnt/web01
@@ -76,7 +77,20 @@ pub fn run(a: MountArgs) -> Result<()> {
         } else {
             format!("disk{}", i + 1)
         };
-        files.push((name, img));
+        files.push((name.clone(), img.clone()));
+        // Partitions as pN (or diskNpM), so `mount -o loop DIR/p1` works.
+        if let Some(t) = transplant_formats::partition::read_partitions(&*img)? {
+            for p in t.partitions.iter().filter(|p| !p.is_extended()) {
+                let pname = if images.len() == 1 {
+                    format!("p{}", p.number)
+                } else {
+                    format!("{name}p{}", p.number)
+                };
+                let dev: Arc<dyn BlockDev> =
+                    Arc::new(p.open(img.clone(), &path.display().to_string())?);
+                files.push((pname, dev));
+            }
+        }
     }
     let uid = unsafe_getuid();
     let gid = unsafe_getgid();
