@@ -31,7 +31,11 @@ fn have(tool: &str) -> bool {
 #[test]
 fn info_json_is_stable() {
     let out = run(&["info", "--json", demo().to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for key in [
         "filename",
@@ -73,8 +77,18 @@ fn convert_to_raw_matches_qemu_and_keeps_holes() {
     let dir = tempfile::tempdir().unwrap();
     let ours = dir.path().join("ours.raw");
     let theirs = dir.path().join("theirs.raw");
-    let out = run(&["convert", demo().to_str().unwrap(), ours.to_str().unwrap(), "-O", "raw"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&[
+        "convert",
+        demo().to_str().unwrap(),
+        ours.to_str().unwrap(),
+        "-O",
+        "raw",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let st = Command::new("qemu-img")
         .args(["convert", "-O", "raw"])
         .arg(demo())
@@ -82,14 +96,28 @@ fn convert_to_raw_matches_qemu_and_keeps_holes() {
         .status()
         .unwrap();
     assert!(st.success());
-    assert_eq!(std::fs::read(&ours).unwrap(), std::fs::read(&theirs).unwrap());
+    assert_eq!(
+        std::fs::read(&ours).unwrap(),
+        std::fs::read(&theirs).unwrap()
+    );
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(&ours).unwrap();
-    assert!(m.blocks() * 512 < m.len() / 2, "the output is not sparse: {} of {}", m.blocks() * 512, m.len());
+    assert!(
+        m.blocks() * 512 < m.len() / 2,
+        "the output is not sparse: {} of {}",
+        m.blocks() * 512,
+        m.len()
+    );
     // The output exists: a second convert refuses (exit 5) and --overwrite goes ahead.
     let again = run(&["convert", demo().to_str().unwrap(), ours.to_str().unwrap()]);
     assert_eq!(again.status.code(), Some(5));
-    let over = run(&["convert", "--overwrite", "-q", demo().to_str().unwrap(), ours.to_str().unwrap()]);
+    let over = run(&[
+        "convert",
+        "--overwrite",
+        "-q",
+        demo().to_str().unwrap(),
+        ours.to_str().unwrap(),
+    ]);
     assert!(over.status.success());
     // Only the two outputs are in the folder: no partial file left anywhere.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
@@ -99,18 +127,34 @@ fn convert_to_raw_matches_qemu_and_keeps_holes() {
 fn convert_json_reports_summary() {
     let dir = tempfile::tempdir().unwrap();
     let o = dir.path().join("o.raw");
-    let out = run(&["convert", "--json", demo().to_str().unwrap(), o.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&[
+        "convert",
+        "--json",
+        demo().to_str().unwrap(),
+        o.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["virtual_size"], 16 * 1024 * 1024);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.lines().any(|l| l.contains("\"event\":\"progress\"")), "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l.contains("\"event\":\"progress\"")),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn map_lists_runs_covering_the_disk() {
     let out = run(&["map", "--json", demo().to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let runs = v.as_array().unwrap();
     let mut pos = 0;
