@@ -9,6 +9,7 @@ pub mod blockdev;
 pub mod copy;
 pub mod error;
 pub mod image;
+pub mod lvm;
 pub mod mem;
 pub mod open;
 pub mod output;
