@@ -4,7 +4,9 @@ use crate::{human, OpenArgs};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
-use transplant_formats::partition::{read_partitions, PartitionKind, PartitionTable};
+use transplant_formats::layout::discover;
+use transplant_formats::lvm::VolumeGroup;
+use transplant_formats::partition::{PartitionKind, PartitionTable};
 use transplant_formats::{copy::data_bytes, open_image, ImageInfo};
 
 /// Show an image's format, sizes, backing chain or extents, and state.
@@ -31,6 +33,11 @@ struct InfoJson {
     allocated_bytes: u64,
     /// The partition table, if the disk has one.
     partition_table: Option<PartitionTable>,
+    /// LVM volume groups whose PVs are on this disk (LVs on PVs of other disks are listed
+    /// with `unsupported` saying which PV is missing).
+    volume_groups: Vec<VolumeGroup>,
+    /// Problems found while reading partitions and volumes.
+    warnings: Vec<String>,
 }
 
 pub fn run(a: InfoArgs) -> Result<()> {
@@ -38,12 +45,15 @@ pub fn run(a: InfoArgs) -> Result<()> {
         .with_context(|| format!("cannot open {}", a.image.display()))?;
     let info = img.info();
     let allocated = data_bytes(&*img)?;
-    let table = read_partitions(&*img)?;
+    let mut layout = discover(vec![(a.image.display().to_string(), img.clone())])?;
+    let table = layout.disks.pop().and_then(|d| d.table);
     if a.json {
         let j = InfoJson {
             info,
             allocated_bytes: allocated,
             partition_table: table,
+            volume_groups: layout.vgs,
+            warnings: layout.warnings,
         };
         println!("{}", serde_json::to_string_pretty(&j)?);
         return Ok(());
@@ -52,7 +62,40 @@ pub fn run(a: InfoArgs) -> Result<()> {
     if let Some(t) = &table {
         print_partitions(t);
     }
+    for vg in &layout.vgs {
+        print_vg(vg);
+    }
+    for w in &layout.warnings {
+        println!("warning: {w}");
+    }
     Ok(())
+}
+
+fn print_vg(vg: &VolumeGroup) {
+    println!(
+        "volume group {}: {} extents, seqno {}, PVs: {}",
+        vg.name,
+        human::size(vg.extent_size),
+        vg.seqno,
+        vg.pvs
+            .iter()
+            .map(|p| format!("{}{}", p.name, if p.present { "" } else { " (missing)" }))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for lv in &vg.lvs {
+        let note = lv
+            .unsupported
+            .as_deref()
+            .map(|u| format!("  unsupported: {u}"))
+            .unwrap_or_default();
+        println!(
+            "  {:<20} {:>12}  {:<8}{note}",
+            format!("{}/{}", vg.name, lv.name),
+            human::size(lv.size),
+            lv.kind
+        );
+    }
 }
 
 fn print_partitions(t: &PartitionTable) {

@@ -9,6 +9,7 @@ pub mod blockdev;
 pub mod copy;
 pub mod error;
 pub mod image;
+pub mod layout;
 pub mod lvm;
 pub mod mem;
 pub mod open;

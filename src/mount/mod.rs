@@ -24,7 +24,8 @@ use transplant_formats::{open_image, BlockDev};
 ///
 /// With --raw, DIR shows each whole virtual disk as a file (`disk`, or `disk1`, `disk2` for
 /// several images) and its partitions (`p1`, `p2`, ... or `disk1p1`, ...), read-only files
-/// any host tool can open: `sfdisk -l DIR/disk`, `mount -o loop,ro DIR/p1 /mnt/x`.
+/// and LVM logical volumes (`VG-LV`, as /dev/mapper names them): read-only files any host
+/// tool can open: `sfdisk -l DIR/disk`, `mount -o loop,ro DIR/p1 /mnt/x`.
 /// Unmount with `fusermount3 -u DIR`, or Ctrl-C / SIGTERM in --foreground mode.
 ///
 /// Example: transplant mount --raw web01.vmdk /mnt/web01
@@ -68,27 +69,48 @@ pub fn run(a: MountArgs) -> Result<()> {
         return spawn_background();
     }
 
-    let mut files: Vec<(String, Arc<dyn BlockDev>)> = Vec::new();
-    for (i, path) in images.iter().enumerate() {
+    let mut opened: Vec<(String, Arc<dyn BlockDev>)> = Vec::new();
+    for path in images {
         let img = open_image(path, &a.open.options())
             .with_context(|| format!("cannot open {}", path.display()))?;
-        let name = if images.len() == 1 {
-            "disk".to_string()
-        } else {
+        opened.push((path.display().to_string(), img));
+    }
+    let layout = transplant_formats::layout::discover(opened)?;
+    for w in &layout.warnings {
+        eprintln!("transplant: warning: {w}");
+    }
+    let mut files: Vec<(String, Arc<dyn BlockDev>)> = Vec::new();
+    let many = layout.disks.len() > 1;
+    for (i, disk) in layout.disks.iter().enumerate() {
+        let name = if many {
             format!("disk{}", i + 1)
+        } else {
+            "disk".to_string()
         };
-        files.push((name.clone(), img.clone()));
+        files.push((name.clone(), disk.dev.clone()));
         // Partitions as pN (or diskNpM), so `mount -o loop DIR/p1` works.
-        if let Some(t) = transplant_formats::partition::read_partitions(&*img)? {
-            for p in t.partitions.iter().filter(|p| !p.is_extended()) {
-                let pname = if images.len() == 1 {
-                    format!("p{}", p.number)
-                } else {
-                    format!("{name}p{}", p.number)
-                };
-                let dev: Arc<dyn BlockDev> =
-                    Arc::new(p.open(img.clone(), &path.display().to_string())?);
-                files.push((pname, dev));
+        for (n, dev) in &disk.partitions {
+            let pname = if many {
+                format!("{name}p{n}")
+            } else {
+                format!("p{n}")
+            };
+            files.push((pname, dev.clone()));
+        }
+    }
+    // LVs as VG-LV, like /dev/mapper names.
+    for vg in &layout.vgs {
+        for lv in &vg.lvs {
+            match vg.open_lv(&lv.name) {
+                Ok(dev) => files.push((
+                    format!(
+                        "{}-{}",
+                        vg.name.replace('-', "--"),
+                        lv.name.replace('-', "--")
+                    ),
+                    dev,
+                )),
+                Err(e) => eprintln!("transplant: {}/{} is not shown: {e}", vg.name, lv.name),
             }
         }
     }
