@@ -1,1 +1,78 @@
-//! Guest filesystems behind one trait. Arrives with the filesystems issue; the crate exists now so the workspace has its final shape.
+//! Guest filesystems behind one trait, so inspection, `ls`/`cat` and the FUSE view never
+//! care which filesystem holds a file.
+//!
+//! The trait is path-based: paths are absolute within one filesystem, as bytes (guest
+//! names need not be UTF-8), and callers pass only paths whose directories are real
+//! directories — symbolic links are resolved above, by [`GuestTree`], so that an absolute
+//! link resolves from the guest's root (across its fstab mounts) and never on the host.
+
+pub mod error;
+pub mod ext4;
+pub mod guest;
+pub mod probe;
+
+pub use error::{Error, Result};
+pub use guest::GuestTree;
+pub use probe::{probe, FsProbe};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    CharDevice,
+    BlockDevice,
+    Fifo,
+    Socket,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Time {
+    pub secs: i64,
+    pub nanos: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Metadata {
+    pub kind: FileKind,
+    /// Permission bits including setuid/setgid/sticky (no type bits).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub atime: Time,
+    pub mtime: Time,
+    pub crtime: Option<Time>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: Vec<u8>,
+    pub kind: FileKind,
+}
+
+/// What `info` shows of a filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FsInfo {
+    /// As blkid's TYPE: ext2, ext3, ext4, xfs, ...
+    pub kind: String,
+    pub label: Option<String>,
+    pub uuid: Option<String>,
+}
+
+/// A readable guest filesystem. Write operations arrive with the ext4 write issue.
+pub trait Filesystem: Send + Sync {
+    fn info(&self) -> FsInfo;
+    /// Metadata of `path`, not following a final symlink.
+    fn lstat(&self, path: &[u8]) -> Result<Metadata>;
+    fn read_dir(&self, path: &[u8]) -> Result<Vec<DirEntry>>;
+    /// Reads file bytes at `offset`; returns how many were read (0 at the end).
+    fn read(&self, path: &[u8], offset: u64, buf: &mut [u8]) -> Result<usize>;
+    fn read_link(&self, path: &[u8]) -> Result<Vec<u8>>;
+}
+
+/// Displays guest bytes for messages.
+pub fn show(path: &[u8]) -> String {
+    String::from_utf8_lossy(path).into_owned()
+}

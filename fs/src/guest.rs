@@ -1,0 +1,177 @@
+//! The guest's file tree: a root filesystem with others attached where its fstab says,
+//! and path resolution that follows symlinks inside that tree only. An absolute link
+//! (`/etc/alternatives/x`) resolves from the guest's root; `..` stops at the root; loops
+//! end after 40 links, as the kernel does.
+
+use crate::error::{Error, Result};
+use crate::{show, DirEntry, FileKind, Filesystem, Metadata};
+use std::sync::Arc;
+
+const MAX_LINKS: usize = 40;
+
+pub struct Mount {
+    /// Components of the mount point ([] for the root).
+    pub at: Vec<Vec<u8>>,
+    pub fs: Arc<dyn Filesystem>,
+    /// Where it came from, for messages ("disk.vmdk@2").
+    pub source: String,
+}
+
+pub struct GuestTree {
+    mounts: Vec<Mount>,
+}
+
+fn components(path: &[u8]) -> Vec<Vec<u8>> {
+    path.split(|&c| c == b'/')
+        .filter(|c| !c.is_empty())
+        .map(|c| c.to_vec())
+        .collect()
+}
+
+fn join(comps: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in comps {
+        out.push(b'/');
+        out.extend_from_slice(c);
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    out
+}
+
+impl GuestTree {
+    pub fn new(root: Arc<dyn Filesystem>, source: impl Into<String>) -> Self {
+        GuestTree {
+            mounts: vec![Mount {
+                at: Vec::new(),
+                fs: root,
+                source: source.into(),
+            }],
+        }
+    }
+
+    /// Attaches `fs` at `mount_point` (a guest path), as the fstab says.
+    pub fn attach(
+        &mut self,
+        mount_point: &[u8],
+        fs: Arc<dyn Filesystem>,
+        source: impl Into<String>,
+    ) {
+        self.mounts.push(Mount {
+            at: components(mount_point),
+            fs,
+            source: source.into(),
+        });
+        // Longest mount point first, so lookups find the innermost mount.
+        self.mounts.sort_by_key(|m| std::cmp::Reverse(m.at.len()));
+    }
+
+    pub fn mounts(&self) -> &[Mount] {
+        &self.mounts
+    }
+
+    /// The filesystem holding canonical path `comps`, and the path inside it.
+    fn locate(&self, comps: &[Vec<u8>]) -> Result<(&dyn Filesystem, Vec<u8>)> {
+        for m in &self.mounts {
+            if comps.len() >= m.at.len() && comps[..m.at.len()] == m.at[..] {
+                return Ok((&*m.fs, join(&comps[m.at.len()..])));
+            }
+        }
+        Err(Error::NotFound(show(&join(comps))))
+    }
+
+    /// Resolves a guest path to its canonical components, following symlinks inside the
+    /// guest (the last one only if `follow_last`).
+    pub fn resolve(&self, path: &[u8], follow_last: bool) -> Result<Vec<Vec<u8>>> {
+        let mut done: Vec<Vec<u8>> = Vec::new();
+        let mut todo: Vec<Vec<u8>> = components(path);
+        todo.reverse();
+        let mut links = 0;
+        while let Some(c) = todo.pop() {
+            if c == b"." {
+                continue;
+            }
+            if c == b".." {
+                done.pop();
+                continue;
+            }
+            done.push(c);
+            let last = todo.is_empty();
+            let (fs, inner) = self.locate(&done)?;
+            let m = fs.lstat(&inner)?;
+            match m.kind {
+                FileKind::Symlink if !last || follow_last => {
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err(Error::Loop(show(path)));
+                    }
+                    let target = fs.read_link(&inner)?;
+                    done.pop();
+                    if target.first() == Some(&b'/') {
+                        done.clear();
+                    }
+                    let mut t = components(&target);
+                    t.reverse();
+                    todo.extend(t);
+                }
+                FileKind::Dir => {}
+                _ if !last => return Err(Error::NotADirectory(show(&join(&done)))),
+                _ => {}
+            }
+        }
+        Ok(done)
+    }
+
+    pub fn stat(&self, path: &[u8], follow: bool) -> Result<Metadata> {
+        let c = self.resolve(path, follow)?;
+        let (fs, inner) = self.locate(&c)?;
+        fs.lstat(&inner)
+    }
+
+    pub fn read_dir(&self, path: &[u8]) -> Result<Vec<DirEntry>> {
+        let c = self.resolve(path, true)?;
+        let (fs, inner) = self.locate(&c)?;
+        let mut entries = fs.read_dir(&inner)?;
+        // Mount points inside this directory show as directories even if the root
+        // filesystem lacks the directory.
+        for m in &self.mounts {
+            if m.at.len() == c.len() + 1 && m.at[..c.len()] == c[..] {
+                let name = m.at[c.len()].clone();
+                if !entries.iter().any(|e| e.name == name) {
+                    entries.push(DirEntry {
+                        name,
+                        kind: FileKind::Dir,
+                    });
+                }
+            }
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    pub fn read(&self, path: &[u8], offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let c = self.resolve(path, true)?;
+        let (fs, inner) = self.locate(&c)?;
+        fs.read(&inner, offset, buf)
+    }
+
+    pub fn read_link(&self, path: &[u8]) -> Result<Vec<u8>> {
+        let c = self.resolve(path, false)?;
+        let (fs, inner) = self.locate(&c)?;
+        fs.read_link(&inner)
+    }
+
+    /// Reads a whole (small) file, bounded by `max` bytes.
+    pub fn read_file(&self, path: &[u8], max: u64) -> Result<Vec<u8>> {
+        let m = self.stat(path, true)?;
+        if m.kind == FileKind::Dir {
+            return Err(Error::IsADirectory(show(path)));
+        }
+        let n = m.size.min(max) as usize;
+        let mut buf = vec![0u8; n];
+        let got = self.read(path, 0, &mut buf)?;
+        buf.truncate(got);
+        Ok(buf)
+    }
+}
