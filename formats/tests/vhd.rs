@@ -281,6 +281,12 @@ fn hostile_inputs_are_clean_errors() {
         b[f..f + 512].copy_from_slice(&ft);
     }
     cases.push(("header into footer", b, ErrorKind::Corrupt));
+    // A well-formed footer of a disk type this reader does not handle.
+    let mut b = fixed.clone();
+    let fl = b.len();
+    be32(&mut b[fl - 512..], 60, 5);
+    fix_checksum(&mut b[fl - 512..], 64);
+    cases.push(("disk type 5", b, ErrorKind::Unsupported));
     // A differencing disk in memory cannot name its parent.
     let diff = make_differencing(good.clone(), "p.vhd", |_| true);
     cases.push(("detached parent", diff, ErrorKind::Refused));
@@ -291,4 +297,66 @@ fn hostile_inputs_are_clean_errors() {
         assert_eq!(e.kind(), kind, "{what}: {e}");
         assert!(e.to_string().contains("hostile.vhd"), "{what}: {e}");
     }
+}
+
+/// Early Virtual PC wrote fixed disks with a 511-byte footer; qemu does not read them, so the
+/// reference is the same disk with the usual footer.
+#[test]
+fn old_511_byte_footer_reads_like_the_512_byte_one() {
+    let Some(dir) = fixtures() else { return };
+    let fixed = std::fs::read(dir.join("fixed-odd.vhd")).unwrap();
+    let want = open_bytes(fixed.clone()).unwrap();
+    let mut old = fixed[..fixed.len() - 512].to_vec();
+    old.extend_from_slice(&fixed[fixed.len() - 512..fixed.len() - 1]);
+    let got = open_bytes(old).unwrap();
+    assert_eq!(got.len(), want.len());
+    assert_eq!(common::sha256_dev(&*got), common::sha256_dev(&*want));
+    assert_eq!(got.info().subformat.as_deref(), Some("fixed"));
+}
+
+/// Sets locator 0's platform code and fixes the header checksum.
+fn set_locator_code(img: &mut [u8], code: &[u8; 4]) {
+    let h = u64::from_be_bytes(img[16..24].try_into().unwrap()) as usize;
+    img[h + 576..h + 580].copy_from_slice(code);
+    fix_checksum(&mut img[h..h + 1024], 36);
+}
+
+#[test]
+fn parent_locators_stay_in_the_folder_and_chains_cannot_loop() {
+    let Some(fx) = fixtures() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::fs::read(fx.join("small.vhd")).unwrap();
+    std::fs::copy(fx.join("small.vhd"), dir.path().join("parent.vhd")).unwrap();
+    // An absolute W2ku path elsewhere: only its file name is looked for, beside the image.
+    let mut abs = make_differencing(src.clone(), "C:\\Images\\parent.vhd", |s| s % 2 == 0);
+    set_locator_code(&mut abs, b"W2ku");
+    std::fs::write(dir.path().join("abs.vhd"), &abs).unwrap();
+    let img = open_image(&dir.path().join("abs.vhd"), &OpenOptions::default()).unwrap();
+    assert_eq!(
+        img.info().backing_reference.as_deref(),
+        Some("C:\\Images\\parent.vhd")
+    );
+    // The same disk as the parent wherever the bitmap is clear: reads equal the parent's.
+    assert_eq!(
+        common::sha256_dev(&*img),
+        common::sha256_dev(&*open_bytes(src.clone()).unwrap())
+    );
+    // An absolute Unix path outside the folder never reaches /etc: the name is not here.
+    let mut etc = make_differencing(src.clone(), "/etc/passwd", |_| false);
+    set_locator_code(&mut etc, b"W2ku");
+    std::fs::write(dir.path().join("etc.vhd"), &etc).unwrap();
+    let e = open_image(&dir.path().join("etc.vhd"), &OpenOptions::default())
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+    // a.vhd -> b.vhd -> a.vhd.
+    let a = make_differencing(src.clone(), "b.vhd", |_| false);
+    let b = make_differencing(src.clone(), "a.vhd", |_| false);
+    std::fs::write(dir.path().join("a.vhd"), &a).unwrap();
+    std::fs::write(dir.path().join("b.vhd"), &b).unwrap();
+    let e = open_image(&dir.path().join("a.vhd"), &OpenOptions::default())
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains("loops"), "{e}");
 }

@@ -18,7 +18,7 @@ use crate::image::{Image, ImageInfo};
 use crate::open::{host_allocated, OpenCtx};
 use crate::probe::Format;
 use dynamic_header::{DynamicHeader, MACX, W2KU, W2RU};
-use footer::{DiskType, Footer, FOOTER_LEN};
+use footer::{DiskType, Footer, FooterError, FOOTER_LEN};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -65,30 +65,42 @@ impl Vhd {
                 format!("the file has {len} bytes, less than a 512-byte footer"),
             ));
         }
-        let tail_off = len - FOOTER_LEN as u64;
+        let mut tail_off = len - FOOTER_LEN as u64;
         let mut tail = vec![0u8; FOOTER_LEN];
         file.read_at(&mut tail, tail_off)?;
         let mut head = vec![0u8; FOOTER_LEN];
         file.read_at(&mut head, 0)?;
         let footer = match Footer::parse(&tail) {
             Ok(f) => f,
-            Err(tail_err) => match Footer::parse(&head) {
-                Ok(f) if f.disk_type != DiskType::Fixed => {
-                    notes.push(format!(
-                        "the footer at the end is damaged ({}); the copy at offset 0 was used",
-                        tail_err.describe()
-                    ));
+            Err(FooterError::UnknownType(t)) => return Err(unknown_type(&name, t)),
+            Err(tail_err) => {
+                if let Some(f) = old_fixed_footer(&*file, len)? {
+                    // Virtual PC before 2004 wrote a footer one byte short; the data ends
+                    // where it starts.
+                    notes.push("the footer is the 511-byte one of early Virtual PC".into());
+                    tail_off = len - (FOOTER_LEN as u64 - 1);
                     f
+                } else {
+                    match Footer::parse(&head) {
+                        Ok(f) if f.disk_type != DiskType::Fixed => {
+                            notes.push(format!(
+                                "the footer at the end is damaged ({}); the copy at offset 0 was used",
+                                tail_err.describe()
+                            ));
+                            f
+                        }
+                        Err(FooterError::UnknownType(t)) => return Err(unknown_type(&name, t)),
+                        _ => {
+                            return Err(Error::corrupt(
+                                &name,
+                                "VHD footer",
+                                tail_off,
+                                tail_err.describe(),
+                            ));
+                        }
+                    }
                 }
-                _ => {
-                    return Err(Error::corrupt(
-                        &name,
-                        "VHD footer",
-                        tail_off,
-                        tail_err.describe(),
-                    ));
-                }
-            },
+            }
         };
         if footer.saved_state {
             notes.push(
@@ -266,23 +278,48 @@ impl Vhd {
         if candidates.is_empty() && !d.header.parent_name.is_empty() {
             candidates.push((W2KU, d.header.parent_name.clone()));
         }
-        let Some((code, text)) = candidates.into_iter().next() else {
+        if candidates.is_empty() {
             return Err(Error::corrupt(
                 &self.name,
                 "VHD dynamic header",
                 self.footer.data_offset,
                 "a differencing disk without any parent locator",
             ));
+        }
+        // A locator whose file is missing (an absolute path from another machine) gives way
+        // to the next one; a policy refusal or a damaged parent stops here.
+        let mut opened = None;
+        let mut first_err = None;
+        for (code, text) in candidates {
+            let unix = text.replace('\\', "/");
+            let reference = if code == W2RU {
+                unix.trim_start_matches("./").to_string()
+            } else {
+                // An absolute Windows or Mac path from the machine that made it: look for the
+                // file of that name beside this one (the folder policy applies there).
+                unix.rsplit('/').next().unwrap_or(&unix).to_string()
+            };
+            match ctx.open_backing(&self.path, &reference, None) {
+                Ok(p) => {
+                    opened = Some((p, text));
+                    break;
+                }
+                Err(e) if e.kind() == crate::error::ErrorKind::Io => {
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let Some((parent, text)) = opened else {
+            return Err(first_err.unwrap_or_else(|| {
+                Error::corrupt(
+                    &self.name,
+                    "VHD parent locator",
+                    0,
+                    "no usable parent locator",
+                )
+            }));
         };
-        let unix = text.replace('\\', "/");
-        let reference = if code == W2RU {
-            unix.trim_start_matches("./").to_string()
-        } else {
-            // An absolute Windows or Mac path from the machine that made it: look for the
-            // file of that name beside this one (the folder policy applies there).
-            unix.rsplit('/').next().unwrap_or(&unix).to_string()
-        };
-        let parent = ctx.open_backing(&self.path, &reference, None)?;
         if parent.info().format == Format::Vpc {
             if let Some(pid) = parent.info().details.get("unique_id") {
                 if *pid != d.header.parent_unique_id {
@@ -320,6 +357,31 @@ impl Vhd {
         self.file.read_at(&mut bm, entry as u64 * 512)?;
         Ok(bm)
     }
+}
+
+/// Disk types 0 (none), 1 and 5 (deprecated) and anything newer are well-formed footers
+/// this reader does not handle, not damage.
+fn unknown_type(name: &str, t: u32) -> Error {
+    Error::unsupported(
+        name,
+        format!("VHD disk type {t} (only fixed 2, dynamic 3 and differencing 4 are read)"),
+    )
+}
+
+/// The 511-byte footer of early Virtual PC fixed disks, if the file ends with one.
+fn old_fixed_footer(file: &dyn BlockDev, len: u64) -> Result<Option<Footer>> {
+    let short = FOOTER_LEN as u64 - 1;
+    if len < short {
+        return Ok(None);
+    }
+    // Padding with one zero byte leaves the byte sum, and so the checksum, unchanged.
+    let mut b = vec![0u8; FOOTER_LEN];
+    if let Some(dst) = b.get_mut(..FOOTER_LEN - 1) {
+        file.read_at(dst, len - short)?;
+    }
+    Ok(Footer::parse(&b)
+        .ok()
+        .filter(|f| f.disk_type == DiskType::Fixed))
 }
 
 fn bit(bm: &[u8], sector: u64) -> bool {
