@@ -4,7 +4,6 @@ use crate::{human, OpenArgs};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
-use transplant_formats::layout::discover;
 use transplant_formats::lvm::VolumeGroup;
 use transplant_formats::partition::{PartitionKind, PartitionTable};
 use transplant_formats::{copy::data_bytes, open_image, ImageInfo};
@@ -36,8 +35,19 @@ struct InfoJson {
     /// LVM volume groups whose PVs are on this disk (LVs on PVs of other disks are listed
     /// with `unsupported` saying which PV is missing).
     volume_groups: Vec<VolumeGroup>,
+    /// What each partition, LV (or the bare disk) holds, by superblock.
+    filesystems: Vec<FsJson>,
     /// Problems found while reading partitions and volumes.
     warnings: Vec<String>,
+}
+
+#[derive(serde::Serialize)]
+struct FsJson {
+    /// "disk.img@2", "vg/root", or the disk itself.
+    device: String,
+    device_size: u64,
+    #[serde(flatten)]
+    probe: Option<transplant_fs::FsProbe>,
 }
 
 pub fn run(a: InfoArgs) -> Result<()> {
@@ -45,15 +55,27 @@ pub fn run(a: InfoArgs) -> Result<()> {
         .with_context(|| format!("cannot open {}", a.image.display()))?;
     let info = img.info();
     let allocated = data_bytes(&*img)?;
-    let mut layout = discover(vec![(a.image.display().to_string(), img.clone())])?;
+    let vols = crate::guest::volumes(std::slice::from_ref(&a.image), &a.open.options())?;
+    let filesystems: Vec<FsJson> = vols
+        .volumes
+        .iter()
+        .map(|v| FsJson {
+            device: v.name.clone(),
+            device_size: v.dev.len(),
+            probe: v.probe.clone(),
+        })
+        .collect();
+    let mut layout = vols.layout;
     let table = layout.disks.pop().and_then(|d| d.table);
+    let warnings = vols.warnings;
     if a.json {
         let j = InfoJson {
             info,
             allocated_bytes: allocated,
             partition_table: table,
             volume_groups: layout.vgs,
-            warnings: layout.warnings,
+            filesystems,
+            warnings,
         };
         println!("{}", serde_json::to_string_pretty(&j)?);
         return Ok(());
@@ -65,7 +87,31 @@ pub fn run(a: InfoArgs) -> Result<()> {
     for vg in &layout.vgs {
         print_vg(vg);
     }
-    for w in &layout.warnings {
+    if !filesystems.is_empty() {
+        println!("filesystems:");
+        for f in &filesystems {
+            match &f.probe {
+                Some(p) => println!(
+                    "  {:<28} {:<12} {:>10}{}  label {}  uuid {}",
+                    f.device,
+                    p.kind,
+                    human::size(p.size.unwrap_or(f.device_size)),
+                    p.used
+                        .map(|u| format!(" ({} used)", human::size(u)))
+                        .unwrap_or_default(),
+                    p.label.as_deref().unwrap_or("-"),
+                    p.uuid.as_deref().unwrap_or("-")
+                ),
+                None => println!(
+                    "  {:<28} {:<12} {:>10}",
+                    f.device,
+                    "unknown",
+                    human::size(f.device_size)
+                ),
+            }
+        }
+    }
+    for w in &warnings {
         println!("warning: {w}");
     }
     Ok(())

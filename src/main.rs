@@ -1,10 +1,13 @@
 //! `transplant`: offline disk-image surgery. The CLI is thin: it parses, calls the
 //! libraries and prints; each subcommand is one module.
 
+mod cat;
 mod convert;
 mod exit;
+mod guest;
 mod human;
 mod info;
+mod ls;
 mod map;
 mod mount;
 mod progress;
@@ -58,6 +61,8 @@ enum Command {
     Map(map::MapArgs),
     Convert(convert::ConvertArgs),
     Mount(mount::MountArgs),
+    Ls(ls::LsArgs),
+    Cat(cat::CatArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +72,8 @@ fn main() -> ExitCode {
         Command::Map(a) => map::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Mount(a) => mount::run(a),
+        Command::Ls(a) => ls::run(a),
+        Command::Cat(a) => cat::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
