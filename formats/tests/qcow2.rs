@@ -34,6 +34,7 @@ fn every_kind_reads_like_qemu() {
         "level3.qcow2",
         "noformat.qcow2",
         "over-small.qcow2",
+        "dirty.qcow2",
     ] {
         common::assert_same_as_qemu(&dir.join(f), Some("qcow2"));
     }
@@ -65,6 +66,50 @@ fn info_describes_chain_and_features() {
     let e = zi.extent_at(0).unwrap();
     assert_eq!(e.kind, transplant_formats::ExtentKind::Zero);
     assert_eq!(e.len, 1 << 20);
+}
+
+#[test]
+fn dirty_and_corrupt_bits_are_readable_with_notes() {
+    let Some(dir) = fixtures() else { return };
+    let i = open_image(&dir.join("dirty.qcow2"), &OpenOptions::default())
+        .unwrap()
+        .info();
+    assert!(i.dirty);
+    assert!(
+        i.notes.iter().any(|n| n.contains("refcounts")),
+        "{:?}",
+        i.notes
+    );
+    assert_eq!(i.details["refcount_bits"], "16");
+    assert_eq!(i.details["nb_snapshots"], "0");
+    let clean = open_image(&dir.join("v3.qcow2"), &OpenOptions::default())
+        .unwrap()
+        .info();
+    assert!(!clean.dirty);
+    assert_eq!(clean.cluster_size, Some(65536));
+    assert_eq!(
+        open_image(&dir.join("v2.qcow2"), &OpenOptions::default())
+            .unwrap()
+            .info()
+            .subformat
+            .as_deref(),
+        Some("v2")
+    );
+    // The corrupt bit (1): still readable, with a note.
+    let mut b = std::fs::read(dir.join("v3.qcow2")).unwrap();
+    b[79] |= 2;
+    let img = open_bytes(b).unwrap();
+    let i = img.info();
+    assert!(i.dirty);
+    assert!(
+        i.notes.iter().any(|n| n.contains("corrupt")),
+        "{:?}",
+        i.notes
+    );
+    assert_eq!(
+        common::sha256_dev(&*img),
+        common::qemu_raw_sha256(&dir.join("v3.qcow2"), Some("qcow2"))
+    );
 }
 
 #[test]
@@ -205,6 +250,13 @@ fn hostile_inputs_are_clean_errors() {
     set64(&mut b, 8, 512);
     set32(&mut b, 16, 5000);
     open_errors.push(("backing name 5000", b, ErrorKind::Corrupt));
+    let mut b = v3.clone();
+    set64(&mut b, 72, 8);
+    open_errors.push(("zstd bit without the type byte", b, ErrorKind::Corrupt));
+    let mut b = v3.clone();
+    set64(&mut b, 72, 16);
+    set32(&mut b, 20, 9);
+    open_errors.push(("extended L2 with 512 B clusters", b, ErrorKind::Corrupt));
     let l1 = be64(&good, 40) as usize;
     let mut b = good.clone();
     set64(&mut b, l1, 1 << 45);
@@ -234,6 +286,15 @@ fn hostile_inputs_are_clean_errors() {
         .unwrap_err()
         .to_string()
         .contains("L2 table"));
+    // A misaligned data cluster.
+    {
+        let mut b = v3.clone();
+        set64(&mut b, v3l2, (1 << 63) | 0x10200);
+        let img = open_bytes(b).unwrap();
+        let e = read_all(&*img).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        assert!(e.to_string().contains("misaligned"), "{e}");
+    }
     // A detached image naming a backing file is refused.
     let b = std::fs::read(dir.join("over-raw.qcow2")).unwrap();
     assert_eq!(open_bytes(b).err().unwrap().kind(), ErrorKind::Refused);

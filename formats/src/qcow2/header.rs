@@ -7,6 +7,7 @@ pub const MAGIC: &[u8; 4] = b"QFI\xfb";
 pub const INCOMPAT_DIRTY: u64 = 1;
 pub const INCOMPAT_CORRUPT: u64 = 2;
 pub const INCOMPAT_DATA_FILE: u64 = 4;
+pub const INCOMPAT_COMPRESSION: u64 = 8;
 pub const INCOMPAT_EXTL2: u64 = 16;
 const KNOWN_INCOMPAT: u64 = 0x1f;
 
@@ -117,6 +118,29 @@ impl Header {
                 };
             }
         }
+        // The compression type byte only counts when the feature bit says so; a mismatch
+        // means the header was damaged (qemu refuses it as well).
+        let zstd_bit = h.incompatible & INCOMPAT_COMPRESSION != 0;
+        if zstd_bit != (h.compression != Compression::Zlib) {
+            return Err(bad(
+                104,
+                format!(
+                    "compression type {:?} disagrees with incompatible bit 3 ({})",
+                    h.compression,
+                    if zstd_bit { "set" } else { "clear" }
+                ),
+            ));
+        }
+        // Subclusters smaller than 512 bytes cannot be addressed (qemu needs 16 KiB clusters).
+        if h.incompatible & INCOMPAT_EXTL2 != 0 && cluster_bits < 14 {
+            return Err(bad(
+                20,
+                format!(
+                    "extended L2 entries with {}-byte clusters (at least 16 KiB needed)",
+                    1u64 << cluster_bits
+                ),
+            ));
+        }
         // Extensions follow the header, each padded to 8 bytes, until an end marker.
         let mut p = h.header_length as usize;
         for _ in 0..1024 {
@@ -140,11 +164,15 @@ impl Header {
                     h.backing_format = Some(String::from_utf8_lossy(data).into_owned())
                 }
                 EXT_FEATURE_NAMES => {
-                    for e in data.chunks_exact(48) {
-                        let name = String::from_utf8_lossy(e.get(2..).unwrap_or(&[]))
-                            .trim_end_matches('\0')
-                            .to_string();
-                        h.feature_names.push((e[0], e[1], name));
+                    for e in data.chunks_exact(48).take(192) {
+                        if let (Some(&kind), Some(&bit), Some(n)) =
+                            (e.first(), e.get(1), e.get(2..))
+                        {
+                            let name = String::from_utf8_lossy(n)
+                                .trim_end_matches('\0')
+                                .to_string();
+                            h.feature_names.push((kind, bit, name));
+                        }
                     }
                 }
                 EXT_CRYPTO => h.has_crypto_ext = true,

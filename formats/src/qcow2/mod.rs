@@ -59,7 +59,7 @@ impl Qcow2 {
         let h = Header::parse(&name, &head)?;
         let cs = h.cluster_size();
         if h.crypt_method != 0 || h.has_crypto_ext {
-            return Err(Error::unsupported(&name, "encrypted qcow2 (AES or LUKS) images cannot be read; decrypt with `qemu-img convert --object secret,... --image-opts` first"));
+            return Err(Error::unsupported(&name, "encrypted qcow2 (AES/LUKS) is not supported; decrypt it with `qemu-img convert --object secret,... --image-opts` first"));
         }
         if h.incompatible & header::INCOMPAT_DATA_FILE != 0 || h.data_file.is_some() {
             return Err(Error::unsupported(
@@ -250,13 +250,27 @@ impl Qcow2 {
         let unit = if self.h.extended_l2() { cs >> 5 } else { cs };
         let m = match m {
             Mapping::Data(unit_host) => {
-                // The unit must lie inside the file (its last cluster may be short: qemu
-                // does not pad it, so compare with the file rounded up to a cluster).
-                let end = unit_host.checked_add(unit);
-                if unit_host % 512 != 0 || end.is_none_or(|e| e > len.div_ceil(cs) * cs) {
-                    return Err(Error::corrupt(&self.name, "qcow2 L2 table", l2_off, format!(
-                        "entry {l2_idx} (at {entry_off:#x}) points to {unit_host:#x}, past the end of the file"
-                    )));
+                // The cluster must be aligned, not the header, and inside the file (its last
+                // cluster may be short: qemu does not pad it, so compare with the file
+                // rounded up to a cluster).
+                let base = entry & OFFSET_MASK;
+                let what = if base == 0 || base % cs != 0 {
+                    Some("a misaligned or zero host offset")
+                } else if base
+                    .checked_add(cs)
+                    .is_none_or(|e| e > len.div_ceil(cs) * cs)
+                {
+                    Some("past the end of the file")
+                } else {
+                    None
+                };
+                if let Some(what) = what {
+                    return Err(Error::corrupt(
+                        &self.name,
+                        "qcow2 L2 table",
+                        l2_off,
+                        format!("entry {l2_idx} (at {entry_off:#x}) points to {base:#x}, {what}"),
+                    ));
                 }
                 // The exact host byte for `pos`.
                 Mapping::Data(unit_host + within % unit)
