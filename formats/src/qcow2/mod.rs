@@ -232,7 +232,10 @@ impl Qcow2 {
         let l2_idx = cluster % l2_entries;
         let l2_off = self.l1.get(l1_idx as usize).copied().unwrap_or(0);
         if l2_off == 0 {
-            return Ok((Mapping::Unallocated, cs - within));
+            // No L2 table: the whole range it would cover is unallocated, so say so in one
+            // step (an empty overlay of a 1 TiB disk is 2048 steps, not 16 million).
+            let per_l1 = cs * l2_entries;
+            return Ok((Mapping::Unallocated, per_l1 - pos % per_l1));
         }
         let t = self.l2(l2_off)?;
         let at = (l2_idx * self.entry_len) as usize;
@@ -320,6 +323,10 @@ impl Qcow2 {
             Compression::Zstd => {
                 let mut dec = zstd::stream::read::Decoder::new(&src[..])
                     .map_err(|e| bad(format!("zstd: {e}")))?;
+                // A frame may claim a window of up to 128 MiB; a cluster needs at most 2 MiB,
+                // so refuse bigger windows instead of allocating them.
+                dec.window_log_max(22)
+                    .map_err(|e| bad(format!("zstd: {e}")))?;
                 std::io::Read::read_exact(&mut dec, &mut out)
                     .map_err(|e| bad(format!("zstd: {e}")))?;
             }
@@ -395,8 +402,22 @@ impl BlockDev for Qcow2 {
                     })?;
                     buf[done..done + n].copy_from_slice(src);
                 }
-                Mapping::Zero => buf[done..done + n].fill(0),
-                Mapping::Unallocated => self.read_backing(&mut buf[done..done + n], pos)?,
+                Mapping::Zero | Mapping::Unallocated => {
+                    // Runs of the same kind become one fill or one backing read.
+                    while done + n < buf.len() {
+                        match self.map(pos + n as u64)? {
+                            (m2, run2) if m2 == m => {
+                                n += (run2 as usize).min(buf.len() - done - n);
+                            }
+                            _ => break,
+                        }
+                    }
+                    if m == Mapping::Zero {
+                        buf[done..done + n].fill(0);
+                    } else {
+                        self.read_backing(&mut buf[done..done + n], pos)?;
+                    }
+                }
             }
             done += n;
         }
