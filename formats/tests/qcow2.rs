@@ -304,3 +304,27 @@ fn hostile_inputs_are_clean_errors() {
         let _ = read_all(&*img);
     }
 }
+
+#[test]
+fn empty_large_disk_maps_in_one_extent() {
+    if !common::have("qemu-img") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("empty.qcow2");
+    common::run(std::process::Command::new("qemu-img").args([
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        p.to_str().unwrap(),
+        "1T",
+    ]));
+    let img = open_image(&p, &OpenOptions::default()).unwrap();
+    let e = img.extent_at(0).unwrap();
+    assert_eq!(e.kind, transplant_formats::ExtentKind::Unallocated);
+    assert_eq!(e.len, 1 << 40);
+    let mut buf = vec![1u8; 4 << 20];
+    img.read_at(&mut buf, (1 << 40) - (4 << 20)).unwrap();
+    assert!(buf.iter().all(|&b| b == 0));
+}
