@@ -60,10 +60,12 @@ impl MappedDev {
         }
     }
 
+    /// Segments are sorted and tile the LV (checked when the VG was assembled).
     fn segment(&self, pos: u64) -> Result<&MappedSegment> {
+        let i = self.segments.partition_point(|s| s.offset + s.len <= pos);
         self.segments
-            .iter()
-            .find(|s| pos >= s.offset && pos < s.offset + s.len)
+            .get(i)
+            .filter(|s| pos >= s.offset && pos < s.offset + s.len)
             .ok_or_else(|| {
                 Error::corrupt(
                     &self.name,

@@ -7,6 +7,9 @@ use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 16] = b"\x20LVM2\x20x[5A%r0N*>";
 const HEADER: u64 = 512;
+/// `pvchange --metadataignore y`: the area exists but LVM neither reads nor updates it, so
+/// its copy may be stale.
+const RAW_LOCN_IGNORED: u32 = 1;
 /// LVM's own limit on metadata text is far below this; a larger claim is hostile.
 const MAX_TEXT: u64 = 64 << 20;
 
@@ -48,10 +51,29 @@ pub fn read_text(dev: &dyn BlockDev, start: u64, size: u64) -> Result<Option<Str
             "bad magic",
         ));
     }
+    let version = u32_at(&h, 20).unwrap_or(0);
+    if version != 1 {
+        return Err(Error::unsupported(
+            name,
+            format!("LVM metadata area header version {version}"),
+        ));
+    }
+    // The header records where its area starts; a copy of an area elsewhere (or a label
+    // pointing at the wrong place) would otherwise be believed.
+    let recorded = u64_at(&h, 24).unwrap_or(0);
+    if recorded != start {
+        return Err(Error::corrupt(
+            name,
+            "LVM metadata area header",
+            start,
+            format!("it says it starts at {recorded:#x}"),
+        ));
+    }
     let off = u64_at(&h, 40).unwrap_or(0);
     let len = u64_at(&h, 48).unwrap_or(0);
     let crc = u32_at(&h, 56).unwrap_or(0);
-    if off == 0 && len == 0 {
+    let flags = u32_at(&h, 60).unwrap_or(0);
+    if (off == 0 && len == 0) || flags & RAW_LOCN_IGNORED != 0 {
         return Ok(None);
     }
     if len > MAX_TEXT || len > size - HEADER || off < HEADER || off >= size {
