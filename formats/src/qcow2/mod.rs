@@ -7,6 +7,7 @@
 //! use, backing files go through the folder policy, and reads run from many threads with
 //! only the L2 cache behind a lock.
 
+mod compressed;
 mod header;
 mod l2_table;
 
@@ -257,7 +258,7 @@ impl Qcow2 {
                 // cluster may be short: qemu does not pad it, so compare with the file
                 // rounded up to a cluster).
                 let base = entry & OFFSET_MASK;
-                let what = if base == 0 || base % cs != 0 {
+                let what = if base == 0 || !base.is_multiple_of(cs) {
                     Some("a misaligned or zero host offset")
                 } else if base
                     .checked_add(cs)
@@ -289,6 +290,56 @@ impl Qcow2 {
         Ok((m, span(within, cb, self.h.extended_l2(), compressed)))
     }
 
+    /// Bytes to read for a compressed cluster: the stored length, clipped to the file (the
+    /// last cluster's sectors may run past its end) and to what one cluster can need.
+    fn compressed_len(&self, host: u64, size: u64) -> u64 {
+        let cs = self.h.cluster_size();
+        self.file
+            .len()
+            .saturating_sub(host)
+            .min(size)
+            .min(2 * cs + 4096)
+    }
+
+    fn decompress(&self, host: u64, src: &[u8], out: &mut [u8]) -> Result<()> {
+        compressed::decompress(self.h.compression, src, out)
+            .map_err(|d| Error::corrupt(&self.name, "qcow2 compressed cluster", host, d))
+    }
+
+    /// Inflates whole compressed clusters straight into `out` (a multiple of the cluster
+    /// size), starting with the one at `first`. Clusters stored one after another in the
+    /// file (as `qemu-img convert -c` writes them) are fetched with one read. Returns the
+    /// bytes filled: at least one cluster.
+    fn read_compressed_run(&self, out: &mut [u8], pos: u64, first: (u64, u64)) -> Result<usize> {
+        let cs = self.h.cluster_size();
+        let mut run = vec![first];
+        let (start, mut end) = (first.0, first.0 + self.compressed_len(first.0, first.1));
+        while (run.len() as u64 + 1) * cs <= out.len() as u64 && run.len() < 256 {
+            let next = pos + run.len() as u64 * cs;
+            match self.map(next)? {
+                (Mapping::Compressed(h, size), _)
+                    if h >= start && h <= end + 4096 && h - start < 8 << 20 =>
+                {
+                    end = end.max(h + self.compressed_len(h, size));
+                    run.push((h, size));
+                }
+                _ => break,
+            }
+        }
+        let mut src = vec![0u8; (end - start) as usize];
+        self.file.read_at(&mut src, start)?;
+        for (i, (h, size)) in run.iter().enumerate() {
+            let from = (h - start) as usize;
+            let to = from + self.compressed_len(*h, *size) as usize;
+            let dst = out
+                .get_mut(i * cs as usize..(i + 1) * cs as usize)
+                .unwrap_or_default();
+            let piece = src.get(from..to).unwrap_or_default();
+            self.decompress(*h, piece, dst)?;
+        }
+        Ok(run.len() * cs as usize)
+    }
+
     fn inflate(&self, host: u64, size: u64) -> Result<Inflated> {
         {
             let c = self.inflated.lock().unwrap_or_else(|p| p.into_inner());
@@ -297,40 +348,10 @@ impl Qcow2 {
             }
         }
         let cs = self.h.cluster_size() as usize;
-        // The last compressed cluster may end before its sector count says.
-        let avail = self
-            .file
-            .len()
-            .saturating_sub(host)
-            .min(size)
-            .min(2 * cs as u64 + 4096);
-        let mut src = vec![0u8; avail as usize];
+        let mut src = vec![0u8; self.compressed_len(host, size) as usize];
         self.file.read_at(&mut src, host)?;
         let mut out = vec![0u8; cs];
-        let bad = |d: String| Error::corrupt(&self.name, "qcow2 compressed cluster", host, d);
-        match self.h.compression {
-            Compression::Zlib => {
-                let mut d = libdeflater::Decompressor::new();
-                let n = d
-                    .deflate_decompress(&src, &mut out)
-                    .map_err(|e| bad(format!("deflate: {e}")))?;
-                if n != cs {
-                    return Err(bad(format!(
-                        "inflates to {n} bytes, not a {cs}-byte cluster"
-                    )));
-                }
-            }
-            Compression::Zstd => {
-                let mut dec = zstd::stream::read::Decoder::new(&src[..])
-                    .map_err(|e| bad(format!("zstd: {e}")))?;
-                // A frame may claim a window of up to 128 MiB; a cluster needs at most 2 MiB,
-                // so refuse bigger windows instead of allocating them.
-                dec.window_log_max(22)
-                    .map_err(|e| bad(format!("zstd: {e}")))?;
-                std::io::Read::read_exact(&mut dec, &mut out)
-                    .map_err(|e| bad(format!("zstd: {e}")))?;
-            }
-        }
+        self.decompress(host, &src, &mut out)?;
         let out = Arc::new(out);
         let mut c = self.inflated.lock().unwrap_or_else(|p| p.into_inner());
         if c.len() >= INFLATED_CACHE {
@@ -388,6 +409,11 @@ impl BlockDev for Qcow2 {
                         self.file.read_at(a, host)?;
                     }
                     b.fill(0);
+                }
+                Mapping::Compressed(host, size)
+                    if pos % self.h.cluster_size() == 0 && n as u64 == self.h.cluster_size() =>
+                {
+                    n = self.read_compressed_run(&mut buf[done..], pos, (host, size))?;
                 }
                 Mapping::Compressed(host, size) => {
                     let data = self.inflate(host, size)?;
