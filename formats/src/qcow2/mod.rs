@@ -411,7 +411,8 @@ impl BlockDev for Qcow2 {
                     b.fill(0);
                 }
                 Mapping::Compressed(host, size)
-                    if pos % self.h.cluster_size() == 0 && n as u64 == self.h.cluster_size() =>
+                    if pos.is_multiple_of(self.h.cluster_size())
+                        && n as u64 == self.h.cluster_size() =>
                 {
                     n = self.read_compressed_run(&mut buf[done..], pos, (host, size))?;
                 }
