@@ -295,6 +295,20 @@ fn hostile_inputs_are_clean_errors() {
         assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
         assert!(e.to_string().contains("misaligned"), "{e}");
     }
+    // Backing files given as JSON or a protocol are not files.
+    for name in [
+        "json:{\"driver\":\"raw\"}",
+        "nbd://host/disk",
+        "file:/etc/hostname",
+    ] {
+        let mut b = v3.clone();
+        b[0x800..0x800 + name.len()].copy_from_slice(name.as_bytes());
+        set64(&mut b, 8, 0x800);
+        set32(&mut b, 16, name.len() as u32);
+        let e = open_bytes(b).err().unwrap();
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{name}: {e}");
+        assert!(e.to_string().contains("protocol"), "{e}");
+    }
     // A detached image naming a backing file is refused.
     let b = std::fs::read(dir.join("over-raw.qcow2")).unwrap();
     assert_eq!(open_bytes(b).err().unwrap().kind(), ErrorKind::Refused);

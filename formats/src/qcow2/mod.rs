@@ -183,10 +183,26 @@ impl Qcow2 {
                 )
             })?;
         let reference = String::from_utf8_lossy(raw).into_owned();
-        if reference.starts_with("json:")
-            || reference.contains("://")
-            || reference.starts_with("nbd:")
-        {
+        // qemu treats these prefixes as block drivers or network protocols, not files.
+        const PROTOCOLS: &[&str] = &[
+            "json:",
+            "nbd:",
+            "nbd+",
+            "file:",
+            "http:",
+            "https:",
+            "ftp:",
+            "ftps:",
+            "ssh:",
+            "iscsi:",
+            "rbd:",
+            "gluster",
+            "host_device:",
+            "host_cdrom:",
+            "nfs:",
+            "vvfat:",
+        ];
+        if reference.contains("://") || PROTOCOLS.iter().any(|p| reference.starts_with(p)) {
             return Err(Error::unsupported(
                 &self.name,
                 format!("a backing file given as a protocol or JSON ('{reference}')"),
