@@ -160,3 +160,30 @@ fn raw_mount_shows_partitions() {
     assert!(p1.unwrap() == bytes[1 << 20..3 << 20]);
     assert!(p2.unwrap() == bytes[3 << 20..]);
 }
+
+#[test]
+fn default_mount_shows_the_guest_tree() {
+    if !fuse_usable() {
+        return;
+    }
+    let demo = format!("{}/fixtures/demo/guest.qcow2", env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let st = Command::new(env!("CARGO_BIN_EXE_transplant"))
+        .args(["mount", &demo])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let fstab = std::fs::read_to_string(mnt.join("etc/fstab"));
+    let readme = std::fs::read_to_string(mnt.join("home/admin/README"));
+    let write = std::fs::OpenOptions::new()
+        .write(true)
+        .open(mnt.join("etc/fstab"));
+    let _ = Command::new("fusermount3").arg("-u").arg(&mnt).status();
+    assert!(fstab.unwrap().contains("/dev/sda1"));
+    assert_eq!(readme.unwrap(), "hello from the demo guest\n");
+    assert!(write.is_err(), "the guest view must be read-only");
+    wait_until("unmount", || !is_mounted(&mnt));
+}

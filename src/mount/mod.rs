@@ -6,6 +6,7 @@
 //! process group and waits on a pipe for "ready", so errors (a corrupt image, a busy
 //! mount point) still reach the caller's terminal and exit status.
 
+mod guest_view;
 mod raw_view;
 
 use crate::OpenArgs;
@@ -22,6 +23,8 @@ use transplant_formats::{open_image, BlockDev};
 
 /// Mount images with FUSE, read-only.
 ///
+/// By default DIR shows the guest's files as its fstab assembles them (root found by
+/// inspection, like `guestmount -i --ro`); `IMAGE@N` or `IMAGE@VG/LV` mounts one volume.
 /// With --raw, DIR shows each whole virtual disk as a file (`disk`, or `disk1`, `disk2` for
 /// several images) and its partitions (`p1`, `p2`, ... or `disk1p1`, ...), read-only files
 /// and LVM logical volumes (`VG-LV`, as /dev/mapper names them): read-only files any host
@@ -59,14 +62,20 @@ pub fn run(a: MountArgs) -> Result<()> {
     if !dir.is_dir() {
         bail!("the mount point {} is not a directory", dir.display());
     }
-    if !a.raw {
-        bail!(
-            "the guest file view needs the guest filesystem layer, which is not in this build yet; \
-             use --raw to see the disks as files"
-        );
-    }
     if !a.foreground {
         return spawn_background();
+    }
+    if !a.raw {
+        // The guest's tree, assembled from its fstab (or the volume IMAGE@N selects).
+        let t = crate::guest::Target::parse(&images[0].display().to_string());
+        let mut paths: Vec<std::path::PathBuf> = vec![t.image.clone()];
+        paths.extend(images.iter().skip(1).cloned());
+        let vols = crate::guest::volumes(&paths, &a.open.options())?;
+        let (tree, notes) = crate::guest::guest_tree(&vols, t.select.as_deref())?;
+        for n in notes {
+            eprintln!("transplant: {n}");
+        }
+        return serve(guest_view::GuestView::new(tree), dir, &t.image, &a);
     }
 
     let mut opened: Vec<(String, Arc<dyn BlockDev>)> = Vec::new();
@@ -114,16 +123,23 @@ pub fn run(a: MountArgs) -> Result<()> {
             }
         }
     }
-    let uid = unsafe_getuid();
-    let gid = unsafe_getgid();
-    let fs = raw_view::RawView::new(files, uid, gid);
+    let fs = raw_view::RawView::new(files, unsafe_getuid(), unsafe_getgid());
+    serve(fs, dir, &images[0], &a)
+}
 
+/// Mounts `fs` on `dir` and serves it until a signal or an unmount.
+fn serve<F: fuser::Filesystem + Send + 'static>(
+    fs: F,
+    dir: &std::path::Path,
+    image: &std::path::Path,
+    a: &MountArgs,
+) -> Result<()> {
     let mut cfg = fuser::Config::default();
     cfg.mount_options = vec![
         fuser::MountOption::RO,
         fuser::MountOption::NoDev,
         fuser::MountOption::NoSuid,
-        fuser::MountOption::FSName(format!("transplant:{}", images[0].display())),
+        fuser::MountOption::FSName(format!("transplant:{}", image.display())),
         fuser::MountOption::Subtype("transplant".into()),
         fuser::MountOption::DefaultPermissions,
     ];
