@@ -342,3 +342,27 @@ fn empty_large_disk_maps_in_one_extent() {
     img.read_at(&mut buf, (1 << 40) - (4 << 20)).unwrap();
     assert!(buf.iter().all(|&b| b == 0));
 }
+
+/// Odd-sized reads cut compressed clusters and subclusters in pieces (the FUSE pattern):
+/// the bytes must be the same as one big read.
+#[test]
+fn odd_sized_reads_match_whole_reads() {
+    let Some(dir) = fixtures() else { return };
+    for f in ["zlib.qcow2", "zstd.qcow2", "extl2.qcow2", "level3.qcow2"] {
+        let img = open_image(&dir.join(f), &OpenOptions::default()).unwrap();
+        let len = img.len().min(12 << 20) as usize;
+        let mut whole = vec![0u8; len];
+        img.read_at(&mut whole, 0).unwrap();
+        let mut pieces = vec![0u8; len];
+        let mut pos = 0;
+        for step in [12345usize, 4096, 70000, 511, 200000].iter().cycle() {
+            if pos >= len {
+                break;
+            }
+            let n = (*step).min(len - pos);
+            img.read_at(&mut pieces[pos..pos + n], pos as u64).unwrap();
+            pos += n;
+        }
+        assert!(whole == pieces, "{f}: piecewise read differs");
+    }
+}
