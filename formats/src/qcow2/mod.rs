@@ -303,7 +303,34 @@ impl Qcow2 {
             other => other,
         };
         let compressed = matches!(m, Mapping::Compressed(..));
-        Ok((m, span(within, cb, self.h.extended_l2(), compressed)))
+        let mut run = span(within, cb, self.h.extended_l2(), compressed);
+        if ext.is_none() && !compressed {
+            // Extend the run over the following entries of this table that continue it
+            // (unallocated, zero, or data right after data in the file): callers then
+            // take one step per run, not one per cluster, even on a hostile table.
+            let file_end = len.div_ceil(cs) * cs;
+            let mut next_host = match m {
+                Mapping::Data(h) => h - within + cs,
+                _ => 0,
+            };
+            for i in l2_idx + 1..l2_entries {
+                let m2 = decode(word((i * 8) as usize), None, 0, cb, self.h.version == 3);
+                let same = match (m, m2) {
+                    (Mapping::Data(_), Mapping::Data(h2)) => {
+                        h2 == next_host && h2.checked_add(cs).is_some_and(|e| e <= file_end)
+                    }
+                    (Mapping::Zero, Mapping::Zero) => true,
+                    (Mapping::Unallocated, Mapping::Unallocated) => true,
+                    _ => false,
+                };
+                if !same {
+                    break;
+                }
+                run += cs;
+                next_host += cs;
+            }
+        }
+        Ok((m, run))
     }
 
     /// Bytes to read for a compressed cluster: the stored length, clipped to the file (the
