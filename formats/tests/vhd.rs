@@ -31,6 +31,8 @@ fn qemu_made_disks_read_like_qemu() {
     assert_eq!(info.subformat.as_deref(), Some("dynamic"));
     assert_eq!(info.cluster_size, Some(2 * 1024 * 1024));
     assert_eq!(info.details["creator_app"], "qemu");
+    assert_eq!(info.details["disk_type"], "3 (dynamic)");
+    assert_eq!(info.details["geometry_size"], info.virtual_size.to_string());
     let fixed = open_image(&dir.join("fixed.vhd"), &OpenOptions::default()).unwrap();
     assert_eq!(fixed.info().subformat.as_deref(), Some("fixed"));
 }

@@ -551,6 +551,15 @@ impl Image for Vhd {
         );
         dt.insert("geometry_size".into(), f.chs_size().to_string());
         dt.insert("footer_size".into(), f.current_size.to_string());
+        dt.insert(
+            "disk_type".into(),
+            match f.disk_type {
+                DiskType::Fixed => "2 (fixed)",
+                DiskType::Dynamic => "3 (dynamic)",
+                DiskType::Differencing => "4 (differencing)",
+            }
+            .into(),
+        );
         dt.insert("unique_id".into(), f.unique_id.clone());
         dt.insert("saved_state".into(), f.saved_state.to_string());
         if let Some(d) = &self.dynamic {
