@@ -362,3 +362,32 @@ fn parent_locators_stay_in_the_folder_and_chains_cannot_loop() {
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
     assert!(e.to_string().contains("loops"), "{e}");
 }
+
+/// The size rule depends on the creator application; qemu is the reference for each.
+#[test]
+fn creator_app_decides_between_geometry_and_footer_size() {
+    let Some(fx) = fixtures() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::fs::read(fx.join("dynamic-force.vhd")).unwrap();
+    let len = src.len();
+    for app in [b"vpc ", b"win ", b"tap\0", b"d2v "] {
+        let mut b = src.clone();
+        for f in [0, len - 512] {
+            b[f + 28..f + 32].copy_from_slice(app);
+            // qemu's force_size writes the maximum geometry; give it a smaller real one.
+            b[f + 56..f + 60].copy_from_slice(&[0, 130, 16, 63]);
+            fix_checksum(&mut b[f..f + 512], 64);
+        }
+        let path = dir.path().join("app.vhd");
+        std::fs::write(&path, &b).unwrap();
+        common::assert_same_as_qemu(&path, Some("vpc"));
+        let img = open_image(&path, &OpenOptions::default()).unwrap();
+        let info = img.info();
+        let geometry: u64 = info.details["geometry_size"].parse().unwrap();
+        let footer: u64 = info.details["footer_size"].parse().unwrap();
+        assert_ne!(geometry, footer);
+        let want = if app == b"vpc " { geometry } else { footer };
+        assert_eq!(img.len(), want, "{}", String::from_utf8_lossy(app));
+        assert!(info.notes.iter().any(|n| n.contains("differ")));
+    }
+}
