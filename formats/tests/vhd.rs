@@ -32,6 +32,12 @@ fn qemu_made_disks_read_like_qemu() {
     assert_eq!(info.cluster_size, Some(2 * 1024 * 1024));
     assert_eq!(info.details["creator_app"], "qemu");
     assert_eq!(info.details["disk_type"], "3 (dynamic)");
+    // The base data has holes, which qemu leaves unallocated in the block table.
+    let holes = transplant_formats::extents_in(&*img, 0, img.len())
+        .map(|r| r.unwrap())
+        .filter(|(_, e)| e.kind == transplant_formats::ExtentKind::Unallocated)
+        .count();
+    assert!(holes > 0);
     assert_eq!(info.details["geometry_size"], info.virtual_size.to_string());
     let fixed = open_image(&dir.join("fixed.vhd"), &OpenOptions::default()).unwrap();
     assert_eq!(fixed.info().subformat.as_deref(), Some("fixed"));
