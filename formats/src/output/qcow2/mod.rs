@@ -17,6 +17,7 @@
 
 mod encode;
 mod header;
+pub mod inplace;
 mod l2;
 mod refcount;
 
