@@ -465,3 +465,28 @@ fn in_place_writes_on_our_own_and_qemu_images() {
     // A second session on the same image.
     random_writes(&w, &mut expect, 4, 40);
 }
+
+#[test]
+fn overlay_without_backing_contents_marks_every_hole_zero() {
+    if !common::have("qemu-img") {
+        return;
+    }
+    let base = common::fixtures("base");
+    let raw9 = std::fs::canonicalize(base.join("data-9m.raw")).unwrap();
+    let mut data = synthetic(9 << 20);
+    let hole = (1u64 << 20, 3u64 << 20);
+    data[hole.0 as usize..hole.1 as usize].fill(0);
+    let src = Holey {
+        inner: MemDev::new("src", data.clone()),
+        holes: vec![hole],
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("over.qcow2");
+    let opts = Qcow2Options {
+        backing_file: Some(raw9.display().to_string()),
+        backing_format: Some("raw".into()),
+        ..Default::default()
+    };
+    write_qcow2(&src, &out, &opts);
+    check_against(&out, &data, Qcow2Compression::None);
+}

@@ -14,6 +14,8 @@
 //! holds one reference per stream touching it, so `qemu-img check` finds neither leaks
 //! nor errors. An overlay (`backing_file` set) stores only what differs from the backing
 //! image given with [`Qcow2Sink::with_backing_dev`].
+//!
+//! Writing into an existing image (`--in-place`) is [`inplace`]: a writable `BlockDev`.
 
 mod encode;
 mod header;
