@@ -183,3 +183,88 @@ fn errors_are_one_line_with_a_kind_exit_code() {
     let missing = run(&["info", "/nonexistent/x.qcow2"]);
     assert_eq!(missing.status.code(), Some(1));
 }
+
+#[test]
+fn convert_to_qcow2_compressed_and_as_overlay() {
+    if !have("qemu-img") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.raw");
+    let data: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+    std::fs::write(&base, &data).unwrap();
+    let q = dir.path().join("c.qcow2");
+    let out = run(&[
+        "convert",
+        "-q",
+        "-O",
+        "qcow2",
+        "-c",
+        "-o",
+        "compression_type=zstd,cluster_size=128K",
+        base.to_str().unwrap(),
+        q.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info = Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&q)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(v["cluster-size"], 131072);
+    assert_eq!(v["format-specific"]["data"]["compression-type"], "zstd");
+    assert!(Command::new("qemu-img")
+        .arg("check")
+        .arg(&q)
+        .status()
+        .unwrap()
+        .success());
+    // A thin overlay of an edited copy holds only the difference.
+    let edited = dir.path().join("edited.raw");
+    let mut e = data.clone();
+    e[3_000_000..3_000_005].copy_from_slice(b"hello");
+    std::fs::write(&edited, &e).unwrap();
+    let ov = dir.path().join("delta.qcow2");
+    let out = run(&[
+        "convert",
+        "-q",
+        "-O",
+        "qcow2",
+        "--backing",
+        base.to_str().unwrap(),
+        edited.to_str().unwrap(),
+        ov.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::metadata(&ov).unwrap().len() < 1 << 20);
+    let back = dir.path().join("back.raw");
+    assert!(Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(&ov)
+        .arg(&back)
+        .status()
+        .unwrap()
+        .success());
+    assert!(std::fs::read(&back).unwrap() == e);
+    // Options that do not apply are errors.
+    let bad = run(&[
+        "convert",
+        "-q",
+        "-O",
+        "raw",
+        "-o",
+        "cluster_size=64K",
+        base.to_str().unwrap(),
+        dir.path().join("x.raw").to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+}

@@ -28,9 +28,12 @@ impl StagedFile {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "output".into());
+        // Mode 0666 minus the umask, as any new file: tempfile's 0600 would surprise.
+        use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".{base}."))
             .suffix(".transplant-partial")
+            .permissions(std::fs::Permissions::from_mode(0o666))
             .tempfile_in(&dir)
             .map_err(|e| Error::io(&name, e))?;
         Ok(StagedFile {
