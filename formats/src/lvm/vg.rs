@@ -149,6 +149,9 @@ pub(super) fn build_vg(
         if lv.unsupported.is_none() {
             if let Some((_, origin)) = cow_of.iter().find(|(c, _)| c == name) {
                 lv.kind = "snapshot".into();
+                // LVM shows the COW store under the snapshot's name, though not flagged
+                // VISIBLE in the metadata.
+                lv.visible = true;
                 lv.unsupported = Some(format!(
                     "the copy-on-write store of a snapshot of {origin}: its bytes are not the snapshot's contents"
                 ));
