@@ -239,7 +239,9 @@ impl Qcow2 {
     }
 
     /// What the guest byte at `pos` maps to, and for how many bytes from there.
-    fn map(&self, pos: u64) -> Result<(Mapping, u64)> {
+    /// The run is extended over following entries only until it covers `want` bytes, so
+    /// a small read does not scan the rest of a large table.
+    fn map(&self, pos: u64, want: u64) -> Result<(Mapping, u64)> {
         let cb = self.h.cluster_bits;
         let cs = self.h.cluster_size();
         let l2_entries = cs / self.entry_len;
@@ -314,6 +316,9 @@ impl Qcow2 {
                 _ => 0,
             };
             for i in l2_idx + 1..l2_entries {
+                if run >= want {
+                    break;
+                }
                 let m2 = decode(word((i * 8) as usize), None, 0, cb, self.h.version == 3);
                 let same = match (m, m2) {
                     (Mapping::Data(_), Mapping::Data(h2)) => {
@@ -359,7 +364,7 @@ impl Qcow2 {
         let (start, mut end) = (first.0, first.0 + self.compressed_len(first.0, first.1));
         while (run.len() as u64 + 1) * cs <= out.len() as u64 && run.len() < 256 {
             let next = pos + run.len() as u64 * cs;
-            match self.map(next)? {
+            match self.map(next, cs)? {
                 (Mapping::Compressed(h, size), _)
                     if h >= start && h <= end + 4096 && h - start < 8 << 20 =>
                 {
@@ -430,14 +435,14 @@ impl BlockDev for Qcow2 {
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
-            let (m, run) = self.map(pos)?;
+            let (m, run) = self.map(pos, (buf.len() - done) as u64)?;
             let mut n = (run as usize).min(buf.len() - done);
             match m {
                 Mapping::Data(host) => {
                     // Host-contiguous clusters are read in one go.
                     let mut next_host = host + n as u64;
                     while done + n < buf.len() {
-                        match self.map(pos + n as u64)? {
+                        match self.map(pos + n as u64, (buf.len() - done - n) as u64)? {
                             (Mapping::Data(h2), run2) if h2 == next_host => {
                                 let add = (run2 as usize).min(buf.len() - done - n);
                                 n += add;
@@ -475,7 +480,7 @@ impl BlockDev for Qcow2 {
                 Mapping::Zero | Mapping::Unallocated => {
                     // Runs of the same kind become one fill or one backing read.
                     while done + n < buf.len() {
-                        match self.map(pos + n as u64)? {
+                        match self.map(pos + n as u64, (buf.len() - done - n) as u64)? {
                             (m2, run2) if m2 == m => {
                                 n += (run2 as usize).min(buf.len() - done - n);
                             }
@@ -501,14 +506,14 @@ impl BlockDev for Qcow2 {
             Mapping::Zero => Some(ExtentKind::Zero),
             Mapping::Unallocated => None,
         };
-        let (m, run) = self.map(offset)?;
+        let (m, run) = self.map(offset, u64::MAX)?;
         let size = self.h.size;
         let first = kind_of(m);
         let mut end = (offset + run).min(size);
         // Merge following units of the same kind, up to 64 Ki units per call.
         let mut steps = 0;
         while end < size && steps < 65536 {
-            let (m2, r2) = self.map(end)?;
+            let (m2, r2) = self.map(end, u64::MAX)?;
             if kind_of(m2) != first {
                 break;
             }
