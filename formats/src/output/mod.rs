@@ -5,7 +5,11 @@
 pub mod qcow2;
 pub mod raw;
 pub mod staged;
+pub mod vhdx;
+pub mod vmdk;
 
 pub use qcow2::{Qcow2Options, Qcow2Sink};
 pub use raw::RawSink;
 pub use staged::StagedFile;
+pub use vhdx::{VhdxOptions, VhdxSink};
+pub use vmdk::{VmdkOptions, VmdkSparseSink, VmdkStreamSink};
