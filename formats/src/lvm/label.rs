@@ -60,6 +60,11 @@ pub fn read(dev: &dyn BlockDev) -> Result<Option<PvLabel>> {
                 format!("CRC {stored:#010x} does not match the computed {computed:#010x}"),
             ));
         }
+        // An intact label records its own sector; one found elsewhere is a stale copy
+        // (LVM ignores it too).
+        if u64_at(sec, 8) != Some(s as u64) {
+            continue;
+        }
         if sec.get(24..32) != Some(b"LVM2 001") {
             return Err(Error::unsupported(
                 name,

@@ -388,8 +388,9 @@ impl VolumeGroup {
         self.lvs.iter().find(|l| l.name == name)
     }
 
-    /// Opens an LV as a read-only device named "VG/LV". Unsupported for the types listed
-    /// above and for LVs with a missing PV; Corrupt for bad metadata.
+    /// Opens an LV as a device named "VG/LV", writable only where its PV devices are.
+    /// Unsupported for the types listed above and for LVs with a missing PV; Corrupt for
+    /// bad metadata.
     pub fn open_lv(&self, lv: &str) -> Result<Arc<dyn BlockDev>> {
         let full = format!("{}/{}", self.name, lv);
         let l = self
