@@ -802,6 +802,10 @@ fn gpt_behind_a_wiped_protective_mbr() {
             .arg(&p),
     );
     let mut b = std::fs::read(&p).unwrap();
+    // Truncated inside the partition: the backup is gone and the entry runs past the end.
+    let e = read_partitions(&MemDev::new("cut.img", b[..3 << 20].to_vec())).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains("cut.img"), "{e}");
     b[..512].fill(0);
     let t = read_partitions(&MemDev::new("wiped.img", b))
         .unwrap()
