@@ -103,7 +103,8 @@ pub fn probe_bytes(head: &[u8], tail: Option<&[u8; 512]>) -> Probe {
         return found(Format::Vmdk);
     }
     if let Some(t) = tail {
-        if t.starts_with(b"conectix") {
+        // The footer ends the file: 512 bytes, or 511 in early Virtual PC fixed disks.
+        if t.starts_with(b"conectix") || t.get(1..).is_some_and(|r| r.starts_with(b"conectix")) {
             return found(Format::Vpc);
         }
     }
@@ -154,6 +155,9 @@ mod tests {
         let mut t = [0u8; 512];
         t[..8].copy_from_slice(b"conectix");
         assert_eq!(probe_bytes(&[0u8; 512], Some(&t)).format, Format::Vpc);
+        let mut old = [0u8; 512];
+        old[1..9].copy_from_slice(b"conectix");
+        assert_eq!(probe_bytes(&[0u8; 512], Some(&old)).format, Format::Vpc);
         let d = b"# Disk DescriptorFile\nversion=1\ncreateType=\"monolithicFlat\"\n";
         assert_eq!(probe_bytes(d, None).format, Format::Vmdk);
         let raw = probe_bytes(&[0x33, 0xc0, 0x8e, 0xd0, 0], None);
