@@ -296,3 +296,14 @@ fn options_are_checked_and_cancel_leaves_nothing() {
     drop(sink);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn zero_size_disk_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("z.vhdx");
+    let e = VhdxSink::create(&out, 0, &VhdxOptions::default(), false)
+        .err()
+        .unwrap();
+    assert_eq!(e.kind(), transplant_formats::ErrorKind::Unsupported);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

@@ -429,3 +429,14 @@ fn check_stream_order(out: &Path) {
         "a written table the directory misses"
     );
 }
+
+#[test]
+fn zero_size_disk_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in BOTH {
+        let out = dir.path().join("z.vmdk");
+        let e = create_sink(&out, 0, &opts(sub), false).err().unwrap();
+        assert_eq!(e.kind(), transplant_formats::ErrorKind::Unsupported);
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

@@ -100,6 +100,11 @@ impl VhdxSink {
         }
         let logical = u64::from(opts.logical_sector);
         let size = virtual_size.next_multiple_of(logical);
+        if size == 0 {
+            // Hyper-V refuses disks this small, and qemu's reader only opens one with a
+            // BAT sized for four billion blocks.
+            return Err(Error::unsupported(&name, "a VHDX of zero bytes"));
+        }
         if size > MAX_VIRTUAL {
             return Err(Error::unsupported(
                 &name,

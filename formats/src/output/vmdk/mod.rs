@@ -162,6 +162,14 @@ pub fn create_sink(
 /// Capacity in sectors, refusing sizes whose grains could not all be addressed.
 fn capacity_sectors(dest: &Path, virtual_size: u64) -> Result<u64> {
     let sectors = virtual_size.div_ceil(SECTOR);
+    if sectors == 0 {
+        // A zero capacity tells readers (qemu among them) that the embedded descriptor
+        // describes other files: the disk would not open as itself.
+        return Err(Error::unsupported(
+            dest.display().to_string(),
+            "a VMDK of zero bytes",
+        ));
+    }
     if sectors > MAX_SECTORS - 1024 * 1024 {
         return Err(Error::unsupported(
             dest.display().to_string(),
