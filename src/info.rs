@@ -130,11 +130,17 @@ fn print_vg(vg: &VolumeGroup) {
             .join(", ")
     );
     for lv in &vg.lvs {
-        let note = lv
+        let mut note = lv
             .unsupported
             .as_deref()
             .map(|u| format!("  unsupported: {u}"))
             .unwrap_or_default();
+        if let Some(c) = &lv.corrupt {
+            note.push_str(&format!("  corrupt: {c}"));
+        }
+        if !lv.visible {
+            note.push_str("  (hidden)");
+        }
         println!(
             "  {:<20} {:>12}  {:<8}{note}",
             format!("{}/{}", vg.name, lv.name),

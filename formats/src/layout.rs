@@ -44,7 +44,14 @@ pub fn discover(disks: Vec<(String, Arc<dyn BlockDev>)>) -> Result<Layout> {
         };
         for c in candidates {
             match scan_pv(c.clone()) {
-                Ok(Some(pv)) => pvs.push(pv),
+                Ok(Some(pv)) => {
+                    warnings.extend(
+                        pv.warnings
+                            .iter()
+                            .map(|w| format!("LVM on {}: {w}", c.name())),
+                    );
+                    pvs.push(pv)
+                }
                 Ok(None) => {}
                 Err(e) => warnings.push(format!("LVM on {}: {e}", c.name())),
             }
