@@ -13,7 +13,10 @@ use std::time::Instant;
 use transplant_formats::copy::Sink;
 use transplant_formats::copy::{copy, CopyOptions};
 use transplant_formats::output::qcow2::Qcow2Compression;
-use transplant_formats::output::{Qcow2Options, Qcow2Sink, RawSink};
+use transplant_formats::output::vmdk::{create_sink as vmdk_sink, VmdkSubformat};
+use transplant_formats::output::{
+    Qcow2Options, Qcow2Sink, RawSink, VhdxOptions, VhdxSink, VmdkOptions,
+};
 use transplant_formats::{open_image, BlockDev, Error};
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -44,10 +47,14 @@ pub struct ConvertArgs {
     /// Output format.
     #[arg(short = 'O', long = "output-format", value_enum, default_value = "raw")]
     out_format: OutFormat,
-    /// Compress the output (qcow2: zlib unless -o compression_type=zstd).
+    /// Compress the output (qcow2: zlib unless -o compression_type=zstd; vmdk:
+    /// streamOptimized, what OVAs carry).
     #[arg(short = 'c', long)]
     compress: bool,
-    /// Output options, comma-separated or repeated: cluster_size=64K, compression_type=zlib|zstd.
+    /// Output options, comma-separated or repeated. qcow2: cluster_size=64K,
+    /// compression_type=zlib|zstd. vmdk: subformat=streamOptimized|monolithicSparse (-c
+    /// means streamOptimized), adapter_type=lsilogic|ide|buslogic|legacyESX, hwversion=N.
+    /// vhdx: block_size=32M, logical_sector_size=512|4096.
     #[arg(short = 'o', value_name = "KEY=VALUE,...")]
     options: Vec<String>,
     /// Write a thin qcow2 overlay whose backing file is FILE, holding only what differs
@@ -206,11 +213,46 @@ fn make_sink(a: &ConvertArgs, size: u64, kv: &[(String, String)]) -> Result<Box<
             }
             Ok(Box::new(sink))
         }
-        other => Err(Error::unsupported(
-            a.output.display().to_string(),
-            format!("writing {other:?} output is not in this build yet").to_lowercase(),
-        )
-        .into()),
+        OutFormat::Vmdk => {
+            let mut o = VmdkOptions::default();
+            if a.compress {
+                o.subformat = VmdkSubformat::StreamOptimized;
+            }
+            for (k, v) in kv {
+                match k.as_str() {
+                    "subformat" => o.subformat = v.parse()?,
+                    "adapter_type" => o.adapter_type = v.parse()?,
+                    "hwversion" => o.hw_version = v.clone(),
+                    other => return Err(unknown(other)),
+                }
+            }
+            Ok(vmdk_sink(&a.output, size, &o, a.overwrite)?)
+        }
+        OutFormat::Vhdx => {
+            let mut o = VhdxOptions::default();
+            if a.compress {
+                bail!("VHDX has no compression; use -O qcow2 -c or -O vmdk -c");
+            }
+            for (k, v) in kv {
+                match k.as_str() {
+                    "block_size" => {
+                        o.block_size =
+                            u32::try_from(parse_size(v)?).context("block_size is too large")?
+                    }
+                    "logical_sector_size" => {
+                        o.logical_sector =
+                            v.parse().context("logical_sector_size is 512 or 4096")?
+                    }
+                    other => return Err(unknown(other)),
+                }
+            }
+            Ok(Box::new(VhdxSink::create(
+                &a.output,
+                size,
+                &o,
+                a.overwrite,
+            )?))
+        }
     }
 }
 

@@ -268,3 +268,62 @@ fn convert_to_qcow2_compressed_and_as_overlay() {
     ]);
     assert_eq!(bad.status.code(), Some(1));
 }
+
+#[test]
+fn convert_to_vmdk_and_vhdx_reads_back_in_qemu() {
+    if !have("qemu-img") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.raw");
+    let data: Vec<u8> = (0..6 << 20)
+        .map(|i: u32| if i < 1 << 20 { 0 } else { (i % 253) as u8 })
+        .collect();
+    std::fs::write(&src, &data).unwrap();
+    for (fmt, extra, subformat) in [
+        ("vmdk", "-c", "streamOptimized"),
+        ("vmdk", "", "monolithicSparse"),
+        ("vhdx", "", ""),
+    ] {
+        let out = dir.path().join(format!("o-{subformat}.{fmt}"));
+        let mut args = vec!["convert", "-q", "-O", fmt];
+        if !extra.is_empty() {
+            args.push(extra);
+        }
+        args.push(src.to_str().unwrap());
+        args.push(out.to_str().unwrap());
+        let r = run(&args);
+        assert!(
+            r.status.success(),
+            "{fmt} {extra}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        assert!(
+            Command::new("qemu-img")
+                .arg("check")
+                .arg(&out)
+                .status()
+                .unwrap()
+                .success(),
+            "{fmt} {extra}"
+        );
+        let back = dir.path().join("back.raw");
+        let _ = std::fs::remove_file(&back);
+        assert!(Command::new("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(&out)
+            .arg(&back)
+            .status()
+            .unwrap()
+            .success());
+        assert!(std::fs::read(&back).unwrap() == data, "{fmt} {extra}");
+        if !subformat.is_empty() {
+            let info = Command::new("qemu-img")
+                .arg("info")
+                .arg(&out)
+                .output()
+                .unwrap();
+            assert!(String::from_utf8_lossy(&info.stdout).contains(subformat));
+        }
+    }
+}
