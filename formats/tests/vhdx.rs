@@ -248,13 +248,13 @@ fn hostile_inputs_are_clean_errors() {
     b[h1 + 100] ^= 1;
     let img = open_bytes(b).unwrap();
     assert!(img.info().notes.iter().any(|n| n.contains("damaged")));
-    // Log GUID set in both headers: refused as unsupported, never misread.
+    // Log GUID set in both headers but no entry of that log: corrupt, never misread.
     let mut b = good.clone();
     for h in [h1, h2] {
         b[h + 48] = 1;
         crc_fix(&mut b[h..h + 4096], 4096);
     }
-    cases.push(("dirty log", b, ErrorKind::Unsupported));
+    cases.push(("dirty log without entries", b, ErrorKind::Corrupt));
     // Region entry past EOF (both copies).
     let mut b = good.clone();
     for r in [192 * 1024, 256 * 1024] {
@@ -306,4 +306,153 @@ fn hostile_inputs_are_clean_errors() {
         assert_eq!(e.kind(), kind, "{what}: {e}");
         assert!(e.to_string().contains("hostile.vhdx"), "{what}: {e}");
     }
+}
+
+/// Writes a one-entry log into a copy of `small.vhdx`: a data descriptor replacing the
+/// first 4 KiB of payload block 0 and a zero descriptor clearing the next 8 KiB, with the
+/// log GUID set in both headers. Returns the image and the file offset of block 0.
+fn make_logged(mut img: Vec<u8>, seq: u64) -> (Vec<u8>, u64) {
+    let (bat, _) = regions(&img);
+    let block0 = (u64le(&img, bat) >> 20) << 20;
+    assert!(block0 > 0, "block 0 of small.vhdx is allocated");
+    let guid: [u8; 16] = *b"transplant-log-1";
+    let (log_off, log_len) = (u64le(&img, 64 * 1024 + 72), u32le(&img, 64 * 1024 + 68));
+    assert!(log_len >= 1 << 20);
+    let mut e = vec![0u8; 8192];
+    e[..4].copy_from_slice(b"loge");
+    e[8..12].copy_from_slice(&8192u32.to_le_bytes());
+    e[12..16].copy_from_slice(&0u32.to_le_bytes()); // tail: this entry
+    e[16..24].copy_from_slice(&seq.to_le_bytes());
+    e[24..28].copy_from_slice(&2u32.to_le_bytes());
+    e[32..48].copy_from_slice(&guid);
+    e[48..56].copy_from_slice(&(img.len() as u64).to_le_bytes());
+    e[56..64].copy_from_slice(&(img.len() as u64).to_le_bytes());
+    let sector: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8).collect();
+    // Data descriptor.
+    let d = 64;
+    e[d..d + 4].copy_from_slice(b"desc");
+    e[d + 4..d + 8].copy_from_slice(&sector[4092..]);
+    e[d + 8..d + 16].copy_from_slice(&sector[..8]);
+    e[d + 16..d + 24].copy_from_slice(&block0.to_le_bytes());
+    e[d + 24..d + 32].copy_from_slice(&seq.to_le_bytes());
+    // Zero descriptor.
+    let z = 96;
+    e[z..z + 4].copy_from_slice(b"zero");
+    e[z + 8..z + 16].copy_from_slice(&8192u64.to_le_bytes());
+    e[z + 16..z + 24].copy_from_slice(&(block0 + 4096).to_le_bytes());
+    e[z + 24..z + 32].copy_from_slice(&seq.to_le_bytes());
+    // Data sector.
+    let s = 4096;
+    e[s..s + 4].copy_from_slice(b"data");
+    e[s + 4..s + 8].copy_from_slice(&((seq >> 32) as u32).to_le_bytes());
+    e[s + 8..s + 4092].copy_from_slice(&sector[8..4092]);
+    e[s + 4092..s + 4096].copy_from_slice(&(seq as u32).to_le_bytes());
+    crc_fix(&mut e, 8192);
+    let lo = log_off as usize;
+    img[lo..lo + 8192].copy_from_slice(&e);
+    for h in [64 * 1024, 128 * 1024] {
+        img[h + 48..h + 64].copy_from_slice(&guid);
+        crc_fix(&mut img[h..], 4096);
+    }
+    (img, block0)
+}
+
+#[test]
+fn log_is_replayed_in_memory() {
+    let Some(dir) = fixtures() else { return };
+    let good = std::fs::read(dir.join("small.vhdx")).unwrap();
+    let raw = std::fs::read(common::fixtures("base").join("data-9m.raw")).unwrap();
+    let (img, _) = make_logged(good, 5);
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("logged.vhdx");
+    std::fs::write(&p, &img).unwrap();
+    let before = std::fs::read(&p).unwrap();
+    let d = open_image(&p, &OpenOptions::default()).unwrap();
+    let i = d.info();
+    assert!(i.dirty);
+    assert!(
+        i.notes
+            .iter()
+            .any(|n| n.contains("log replayed in memory (1 entries)")),
+        "{:?}",
+        i.notes
+    );
+    let mut expect = raw.clone();
+    let sector: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8).collect();
+    expect[..4096].copy_from_slice(&sector);
+    expect[4096..12288].fill(0);
+    let mut got = vec![0u8; raw.len()];
+    d.read_at(&mut got, 0).unwrap();
+    assert!(got == expect, "replayed contents differ");
+    drop(d);
+    assert!(
+        std::fs::read(&p).unwrap() == before,
+        "the input was not written"
+    );
+    // qemu replays a log only when opening read-write: `qemu-img check -r all` on a copy
+    // writes the replayed image, which must read like ours.
+    let q = t.path().join("qemu.vhdx");
+    std::fs::write(&q, &img).unwrap();
+    let ok = std::process::Command::new("qemu-img")
+        .args(["check", "-r", "all", "-f", "vhdx"])
+        .arg(&q)
+        .output()
+        .unwrap();
+    if ok.status.success() {
+        let out = t.path().join("qemu.raw");
+        let st = std::process::Command::new("qemu-img")
+            .args(["convert", "-f", "vhdx", "-O", "raw"])
+            .arg(&q)
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert!(
+            std::fs::read(&out).unwrap() == expect,
+            "qemu's replay differs"
+        );
+    } else {
+        eprintln!("qemu-img check -r all failed: {:?}", ok);
+    }
+}
+
+#[test]
+fn hostile_logs_are_clean_errors() {
+    let Some(dir) = fixtures() else { return };
+    let good = std::fs::read(dir.join("small.vhdx")).unwrap();
+    let (img, _) = make_logged(good.clone(), 5);
+    let log_off = u64le(&img, 64 * 1024 + 72) as usize;
+    // A huge descriptor count: the entry no longer validates, so no active log is found.
+    let mut huge = img.clone();
+    huge[log_off + 24..log_off + 28].copy_from_slice(&u32::MAX.to_le_bytes());
+    crc_fix(&mut huge[log_off..], 8192);
+    let e = open_bytes(huge).err().expect("huge descriptor count");
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains("VHDX log"), "{e}");
+    // Bad CRC of the only entry.
+    let mut bad = img.clone();
+    bad[log_off + 5000] ^= 1;
+    let e = open_bytes(bad).err().expect("bad crc");
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    // An unknown descriptor type.
+    let mut unk = img.clone();
+    unk[log_off + 96..log_off + 100].copy_from_slice(b"what");
+    crc_fix(&mut unk[log_off..], 8192);
+    let e = open_bytes(unk).err().expect("unknown descriptor");
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.to_string().contains("qemu-img check -r all"), "{e}");
+    // A log that says the file was longer than it is.
+    let mut short = img.clone();
+    short[log_off + 48..log_off + 56].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    crc_fix(&mut short[log_off..], 8192);
+    let e = open_bytes(short).err().expect("flushed offset past end");
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    // A log region past the end of the file.
+    let mut past = img.clone();
+    for h in [64 * 1024, 128 * 1024] {
+        past[h + 72..h + 80].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        crc_fix(&mut past[h..], 4096);
+    }
+    let e = open_bytes(past).err().expect("log past end");
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
 }

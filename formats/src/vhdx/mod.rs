@@ -4,11 +4,12 @@
 //! Written here, not taken from the `vhdx` crate: that crate opens images read-write,
 //! panics on malformed input, has no differencing support, and replays the log by writing
 //! into the image — unacceptable for an input we promise not to touch. A non-empty log
-//! (an image not closed cleanly) is refused with a clear message until in-memory replay
-//! exists; reading around it would return stale metadata.
+//! (an image not closed cleanly) is replayed in memory only (see `log.rs`); reading around
+//! it would return stale metadata.
 
 mod header;
 mod le;
+mod log;
 mod metadata;
 mod region;
 
@@ -48,6 +49,8 @@ pub struct Vhdx {
     parent: Option<Arc<dyn Image>>,
     parent_reference: Option<String>,
     notes: Vec<String>,
+    /// The log was not empty and has been replayed in memory.
+    dirty: bool,
     /// Last sector bitmap read (file offset, 1 MiB of bits): differencing reads walk a
     /// chunk's blocks in order, so one cached bitmap serves them all.
     bitmap_cache: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
@@ -81,6 +84,7 @@ impl Vhdx {
             ));
         }
         let mut notes = Vec::new();
+        let mut replayed = false;
         let mut best: Option<Header> = None;
         let mut errors = Vec::new();
         for off in HEADER_OFFSETS {
@@ -114,12 +118,20 @@ impl Vhdx {
                 format!("VHDX header version {}", header.version),
             ));
         }
+        let mut file = file;
+        let mut len = len;
         if !header.log_guid.is_zero() {
-            return Err(Error::unsupported(
+            let r = log::Replayed::replay(
+                file.clone(),
                 &name,
-                "the VHDX log is not empty (the image was not closed cleanly) and replaying it is not implemented yet; \
-                 attach and detach it once in Hyper-V, or run `qemu-img check -r all` on a copy",
-            ));
+                header.log_offset,
+                header.log_length as u64,
+                &header.log_guid,
+            )?;
+            notes.push(format!("log replayed in memory ({} entries)", r.entries));
+            replayed = true;
+            len = r.len();
+            file = Arc::new(r);
         }
         let mut regions = None;
         let mut region_errors = Vec::new();
@@ -303,6 +315,7 @@ impl Vhdx {
             parent: None,
             parent_reference: None,
             notes,
+            dirty: replayed,
             bitmap_cache: Mutex::new(None),
         };
         if v.meta.has_parent {
@@ -563,6 +576,7 @@ impl Image for Vhdx {
         i.subformat = Some(sub.into());
         i.file_bytes = host_allocated(&self.path);
         i.cluster_size = Some(self.block_size);
+        i.dirty = self.dirty;
         let d = &mut i.details;
         d.insert("block_size".into(), self.block_size.to_string());
         d.insert(
@@ -584,8 +598,14 @@ impl Image for Vhdx {
         d.insert(
             "log".into(),
             format!(
-                "empty ({} bytes at {:#x})",
-                self.header.log_length, self.header.log_offset
+                "{} ({} bytes at {:#x})",
+                if self.dirty {
+                    "replayed in memory"
+                } else {
+                    "empty"
+                },
+                self.header.log_length,
+                self.header.log_offset
             ),
         );
         d.insert("bat_offset".into(), format!("{:#x}", self.bat_offset));
