@@ -334,16 +334,39 @@ impl Vhdx {
         };
         let relative = get("relative_path");
         let absolute = get("absolute_win32_path").or_else(|| get("volume_path"));
-        let (shown, reference) = match (relative, absolute) {
-            (Some(r), _) => {
+        // A path on the machine that made the disk: only its file name, looked for here.
+        let base_of = |a: &str| {
+            let unix = a.replace('\\', "/");
+            unix.rsplit('/').next().unwrap_or(&unix).to_string()
+        };
+        let (shown, parent) = match (relative, absolute) {
+            (Some(r), abs) => {
                 let unix = r.replace('\\', "/");
-                (r, unix.trim_start_matches("./").to_string())
+                let reference = unix.trim_start_matches("./").to_string();
+                match ctx.open_backing(&self.path, &reference, None) {
+                    Ok(p) => (r, p),
+                    Err(first) => {
+                        // The relative path failed (missing, or outside the folder): the
+                        // absolute path's file name in this folder is the next guess.
+                        let fallback = abs
+                            .as_deref()
+                            .map(base_of)
+                            .filter(|b| !b.is_empty() && *b != reference);
+                        match fallback.map(|b| (ctx.open_backing(&self.path, &b, None), b)) {
+                            Some((Ok(p), b)) => {
+                                self.notes.push(format!(
+                                    "parent found by the file name {b} of its absolute path; the relative path {r} failed: {first}"
+                                ));
+                                (r, p)
+                            }
+                            _ => return Err(first),
+                        }
+                    }
+                }
             }
             (None, Some(a)) => {
-                // A path on the machine that made the disk: look for that file name here.
-                let unix = a.replace('\\', "/");
-                let base = unix.rsplit('/').next().unwrap_or(&unix).to_string();
-                (a, base)
+                let reference = base_of(&a);
+                (a, ctx.open_backing(&self.path, &reference, None)?)
             }
             (None, None) => {
                 return Err(Error::corrupt(
@@ -354,15 +377,17 @@ impl Vhdx {
                 ));
             }
         };
-        let parent = ctx.open_backing(&self.path, &reference, None)?;
         if let Some(linkage) = get("parent_linkage") {
             let pinfo = parent.info();
             if pinfo.format == Format::Vhdx {
                 if let Some(dw) = pinfo.details.get("data_write_guid") {
-                    if !linkage
-                        .trim_matches(|c| c == '{' || c == '}')
-                        .eq_ignore_ascii_case(dw)
-                    {
+                    let same = |l: &str| {
+                        l.trim_matches(|c| c == '{' || c == '}')
+                            .eq_ignore_ascii_case(dw)
+                    };
+                    // parent_linkage2 is the alternate linkage a parent may carry after an
+                    // interrupted update.
+                    if !same(&linkage) && !get("parent_linkage2").is_some_and(|l| same(&l)) {
                         self.notes.push(format!("the parent's data write GUID {dw} is not the linkage recorded here ({linkage}); the parent may have changed"));
                     }
                 }
