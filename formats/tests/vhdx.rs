@@ -82,7 +82,16 @@ fn regions(img: &[u8]) -> (usize, usize) {
 /// Makes a differencing disk from a qemu-made dynamic image with 1 MiB blocks: block 0
 /// partially present (sectors chosen by `keep`), blocks 1 and 2 not present (parent),
 /// block 3 zero, the rest the child's own.
-fn make_differencing(mut img: Vec<u8>, parent: &str, keep: &dyn Fn(u64) -> bool) -> Vec<u8> {
+fn make_differencing(img: Vec<u8>, parent: &str, keep: &dyn Fn(u64) -> bool) -> Vec<u8> {
+    make_differencing_with(img, &[("relative_path", parent)], keep)
+}
+
+/// Like `make_differencing`, with the locator's path entries given.
+fn make_differencing_with(
+    mut img: Vec<u8>,
+    paths: &[(&str, &str)],
+    keep: &dyn Fn(u64) -> bool,
+) -> Vec<u8> {
     let (bat, meta) = regions(&img);
     // File parameters: set HasParent.
     let count = u16::from_le_bytes([img[meta + 10], img[meta + 11]]) as usize;
@@ -101,10 +110,8 @@ fn make_differencing(mut img: Vec<u8>, parent: &str, keep: &dyn Fn(u64) -> bool)
         0x13,
     ]);
     item.extend_from_slice(&0u16.to_le_bytes());
-    let pairs = [
-        ("parent_linkage", "{00000000-0000-0000-0000-000000000000}"),
-        ("relative_path", parent),
-    ];
+    let mut pairs = vec![("parent_linkage", "{00000000-0000-0000-0000-000000000000}")];
+    pairs.extend_from_slice(paths);
     item.extend_from_slice(&(pairs.len() as u16).to_le_bytes());
     let mut strings = Vec::new();
     let base = 20 + pairs.len() * 12;
@@ -219,6 +226,47 @@ fn differencing_disk_reads_parent_child_and_bitmap() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("loops"), "{e}");
+    // a's parent is b and b's parent is a.
+    let src = std::fs::read(dir.path().join("childsrc.vhdx")).unwrap();
+    std::fs::write(
+        dir.path().join("a.vhdx"),
+        make_differencing(src.clone(), "b.vhdx", &keep),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.vhdx"),
+        make_differencing(src.clone(), ".\\a.vhdx", &keep),
+    )
+    .unwrap();
+    let e = open_image(&dir.path().join("a.vhdx"), &OpenOptions::default())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("loops"), "{e}");
+    // A stale relative path: the absolute Windows path's file name, found in this folder.
+    let abs = make_differencing_with(
+        src.clone(),
+        &[
+            ("relative_path", "..\\gone\\parent.vhdx"),
+            ("absolute_win32_path", "C:\\vms\\parent.vhdx"),
+        ],
+        &keep,
+    );
+    std::fs::write(dir.path().join("abs.vhdx"), &abs).unwrap();
+    let a = open_image(&dir.path().join("abs.vhdx"), &OpenOptions::default()).unwrap();
+    let mut got2 = vec![0u8; size];
+    a.read_at(&mut got2, 0).unwrap();
+    assert!(
+        got2 == expect,
+        "read through the absolute path's parent differs"
+    );
+    // An absolute path alone naming a file elsewhere still only looks in this folder.
+    let far = make_differencing_with(
+        src,
+        &[("absolute_win32_path", "C:\\vms\\elsewhere.vhdx")],
+        &keep,
+    );
+    std::fs::write(dir.path().join("far.vhdx"), &far).unwrap();
+    assert!(open_image(&dir.path().join("far.vhdx"), &OpenOptions::default()).is_err());
 }
 
 fn open_bytes(b: Vec<u8>) -> transplant_formats::Result<Arc<dyn transplant_formats::Image>> {
