@@ -17,7 +17,7 @@ use transplant_formats::output::vmdk::{create_sink as vmdk_sink, VmdkSubformat};
 use transplant_formats::output::{
     Qcow2Options, Qcow2Sink, RawSink, VhdxOptions, VhdxSink, VmdkOptions,
 };
-use transplant_formats::{open_image, BlockDev, Error};
+use transplant_formats::{open_image, BlockDev};
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
 pub enum OutFormat {
