@@ -105,7 +105,7 @@ fn map_err(dev: &str, path: &str, e: Ext4Error) -> Error {
         Ext4Error::TooManySymlinks => Error::Loop(path.to_string()),
         Ext4Error::Incompatible(i) => Error::Unsupported {
             dev: dev.to_string(),
-            feature: i.to_string(),
+            feature: feature_names(&i.to_string()),
         },
         Ext4Error::Encrypted => Error::Unsupported {
             dev: dev.to_string(),
@@ -120,6 +120,26 @@ fn map_err(dev: &str, path: &str, e: Ext4Error) -> Error {
             detail: format!("{path}: {other}"),
         },
     }
+}
+
+/// ext4-view names feature flags by its own constants; administrators know the
+/// mke2fs/tune2fs names (`-O inline_data`), so those lead.
+fn feature_names(msg: &str) -> String {
+    const NAMES: [(&str, &str); 6] = [
+        ("DATA_IN_INODE", "inline_data"),
+        ("CASE_FOLDING", "casefold"),
+        ("ENCRYPTED", "encrypt"),
+        ("COMPRESSION", "compression"),
+        ("LARGE_DIR", "large_dir"),
+        ("DIRDATA", "dirdata"),
+    ];
+    let mut out = msg.to_string();
+    for (flag, name) in NAMES {
+        if msg.contains(flag) {
+            out = out.replace(flag, &format!("{name} ({flag})"));
+        }
+    }
+    out
 }
 
 fn time(t: ext4_view::Timestamp) -> Time {

@@ -84,43 +84,16 @@ impl GuestTree {
     /// Resolves a guest path to its canonical components, following symlinks inside the
     /// guest (the last one only if `follow_last`).
     pub fn resolve(&self, path: &[u8], follow_last: bool) -> Result<Vec<Vec<u8>>> {
-        let mut done: Vec<Vec<u8>> = Vec::new();
-        let mut todo: Vec<Vec<u8>> = components(path);
-        todo.reverse();
-        let mut links = 0;
-        while let Some(c) = todo.pop() {
-            if c == b"." {
-                continue;
-            }
-            if c == b".." {
-                done.pop();
-                continue;
-            }
-            done.push(c);
-            let last = todo.is_empty();
-            let (fs, inner) = self.locate(&done)?;
+        resolve_with(path, follow_last, |done| {
+            let (fs, inner) = self.locate(done)?;
             let m = fs.lstat(&inner)?;
-            match m.kind {
-                FileKind::Symlink if !last || follow_last => {
-                    links += 1;
-                    if links > MAX_LINKS {
-                        return Err(Error::Loop(show(path)));
-                    }
-                    let target = fs.read_link(&inner)?;
-                    done.pop();
-                    if target.first() == Some(&b'/') {
-                        done.clear();
-                    }
-                    let mut t = components(&target);
-                    t.reverse();
-                    todo.extend(t);
-                }
-                FileKind::Dir => {}
-                _ if !last => return Err(Error::NotADirectory(show(&join(&done)))),
-                _ => {}
-            }
-        }
-        Ok(done)
+            let target = if m.kind == FileKind::Symlink {
+                Some(fs.read_link(&inner)?)
+            } else {
+                None
+            };
+            Ok((m.kind, target))
+        })
     }
 
     pub fn stat(&self, path: &[u8], follow: bool) -> Result<Metadata> {
@@ -174,4 +147,66 @@ impl GuestTree {
         buf.truncate(got);
         Ok(buf)
     }
+}
+
+/// Resolves `path` inside one filesystem (no mounts), following its symlinks inside it:
+/// absolute targets restart at its root, `..` stops there, more than 40 links is a loop.
+/// Returns the canonical path, ready for [`Filesystem`] calls.
+pub fn resolve_path(fs: &dyn Filesystem, path: &[u8], follow_last: bool) -> Result<Vec<u8>> {
+    let comps = resolve_with(path, follow_last, |done| {
+        let inner = join(done);
+        let m = fs.lstat(&inner)?;
+        let target = if m.kind == FileKind::Symlink {
+            Some(fs.read_link(&inner)?)
+        } else {
+            None
+        };
+        Ok((m.kind, target))
+    })?;
+    Ok(join(&comps))
+}
+
+/// The walk shared by [`GuestTree::resolve`] and [`resolve_path`]: `probe` gives the kind
+/// of a canonical path and, for a symlink, its target; callers decide where paths live.
+fn resolve_with(
+    path: &[u8],
+    follow_last: bool,
+    probe: impl Fn(&[Vec<u8>]) -> Result<(FileKind, Option<Vec<u8>>)>,
+) -> Result<Vec<Vec<u8>>> {
+    let mut done: Vec<Vec<u8>> = Vec::new();
+    let mut todo: Vec<Vec<u8>> = components(path);
+    todo.reverse();
+    let mut links = 0;
+    while let Some(c) = todo.pop() {
+        if c == b"." {
+            continue;
+        }
+        if c == b".." {
+            done.pop();
+            continue;
+        }
+        done.push(c);
+        let last = todo.is_empty();
+        let (kind, target) = probe(&done)?;
+        match kind {
+            FileKind::Symlink if !last || follow_last => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(Error::Loop(show(path)));
+                }
+                let target = target.unwrap_or_default();
+                done.pop();
+                if target.first() == Some(&b'/') {
+                    done.clear();
+                }
+                let mut t = components(&target);
+                t.reverse();
+                todo.extend(t);
+            }
+            FileKind::Dir => {}
+            _ if !last => return Err(Error::NotADirectory(show(&join(&done)))),
+            _ => {}
+        }
+    }
+    Ok(done)
 }

@@ -12,7 +12,7 @@ pub mod guest;
 pub mod probe;
 
 pub use error::{Error, Result};
-pub use guest::GuestTree;
+pub use guest::{resolve_path, GuestTree};
 pub use probe::{probe, FsProbe};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
