@@ -17,10 +17,12 @@ use transplant_fs::{Error, FileKind, GuestTree, Metadata};
 const TTL: Duration = Duration::from_secs(60);
 const MAX_READ: u32 = 4 << 20;
 
+/// Guest paths by inode (ino - 1 indexes the list; the root is ino 1), and back.
+type InodeTable = (Vec<Vec<u8>>, HashMap<Vec<u8>, u64>);
+
 pub struct GuestView {
     tree: GuestTree,
-    /// ino - 1 indexes `paths`; the root is ino 1.
-    inodes: RwLock<(Vec<Vec<u8>>, HashMap<Vec<u8>, u64>)>,
+    inodes: RwLock<InodeTable>,
 }
 
 fn errno(e: &Error) -> Errno {
