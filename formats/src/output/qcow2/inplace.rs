@@ -60,15 +60,19 @@ struct State {
     file_len: u64,
 }
 
+/// Big-endian fields from image bytes; a short buffer reads as 0 (callers pass fixed-size
+/// headers and whole tables, so that never happens, but it must not panic if it did).
 fn be64(b: &[u8], o: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[o..o + 8]);
-    u64::from_be_bytes(a)
+    b.get(o..o + 8)
+        .and_then(|s| s.try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
 }
 fn be32(b: &[u8], o: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[o..o + 4]);
-    u32::from_be_bytes(a)
+    b.get(o..o + 4)
+        .and_then(|s| s.try_into().ok())
+        .map(u32::from_be_bytes)
+        .unwrap_or(0)
 }
 
 /// Opens `path` for writing in place; backing files follow the default path policy.
