@@ -1,0 +1,201 @@
+//! Read access to a guest's tree, as inspection and the initramfs builder need it, behind a
+//! small trait so both run on the real guest ([`GuestTree`]) and, in unit tests, on an
+//! in-memory tree of sample files ([`MemGuest`]).
+
+use std::collections::BTreeMap;
+use transplant_fs::{FileKind, GuestTree};
+
+/// Paths are absolute guest paths; symlinks are followed inside the guest.
+pub trait GuestFiles {
+    /// The whole file, if it exists and is at most `max` bytes (larger: an error).
+    fn read(&self, path: &str, max: u64) -> Result<Vec<u8>, String>;
+    /// Kind of `path` (following symlinks), or None if it does not exist.
+    fn kind(&self, path: &str) -> Option<FileKind>;
+    /// Names in a directory (not `.`/`..`), sorted; empty if it is not a directory.
+    fn list(&self, dir: &str) -> Vec<String>;
+    /// The target of a symlink (not followed), if `path` is one.
+    fn read_link(&self, path: &str) -> Option<String>;
+    /// Size in bytes of a file (following symlinks).
+    fn size(&self, path: &str) -> Option<u64>;
+
+    fn exists(&self, path: &str) -> bool {
+        self.kind(path).is_some()
+    }
+
+    /// A text file, decoded lossily; None if missing.
+    fn read_text(&self, path: &str) -> Option<String> {
+        self.read(path, 16 << 20)
+            .ok()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+}
+
+impl GuestFiles for GuestTree {
+    fn read(&self, path: &str, max: u64) -> Result<Vec<u8>, String> {
+        let m = self
+            .stat(path.as_bytes(), true)
+            .map_err(|e| e.to_string())?;
+        if m.size > max {
+            return Err(format!("{path}: {} bytes, more than {max}", m.size));
+        }
+        self.read_file(path.as_bytes(), max)
+            .map_err(|e| e.to_string())
+    }
+
+    fn kind(&self, path: &str) -> Option<FileKind> {
+        self.stat(path.as_bytes(), true).ok().map(|m| m.kind)
+    }
+
+    fn list(&self, dir: &str) -> Vec<String> {
+        self.read_dir(dir.as_bytes())
+            .map(|v| {
+                v.into_iter()
+                    .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn read_link(&self, path: &str) -> Option<String> {
+        let m = self.stat(path.as_bytes(), false).ok()?;
+        if m.kind != FileKind::Symlink {
+            return None;
+        }
+        GuestTree::read_link(self, path.as_bytes())
+            .ok()
+            .map(|t| String::from_utf8_lossy(&t).into_owned())
+    }
+
+    fn size(&self, path: &str) -> Option<u64> {
+        self.stat(path.as_bytes(), true).ok().map(|m| m.size)
+    }
+}
+
+/// An in-memory guest for tests: files, directories (implied by paths) and symlinks.
+#[derive(Debug, Clone, Default)]
+pub struct MemGuest {
+    files: BTreeMap<String, Vec<u8>>,
+    links: BTreeMap<String, String>,
+}
+
+impl MemGuest {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn file(mut self, path: &str, data: impl AsRef<[u8]>) -> Self {
+        self.files.insert(path.to_string(), data.as_ref().to_vec());
+        self
+    }
+
+    pub fn link(mut self, path: &str, target: &str) -> Self {
+        self.links.insert(path.to_string(), target.to_string());
+        self
+    }
+
+    /// Follows symlinks (absolute targets from the root, relative ones from the link's
+    /// folder), up to 40.
+    fn resolve(&self, path: &str) -> String {
+        let mut p = path.to_string();
+        for _ in 0..40 {
+            let Some(t) = self.links.get(&p) else {
+                return p;
+            };
+            p = if t.starts_with('/') {
+                t.clone()
+            } else {
+                let dir = p.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+                normalize(&format!("{dir}/{t}"))
+            };
+        }
+        p
+    }
+}
+
+fn normalize(p: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+impl GuestFiles for MemGuest {
+    fn read(&self, path: &str, max: u64) -> Result<Vec<u8>, String> {
+        let p = self.resolve(path);
+        match self.files.get(&p) {
+            Some(d) if d.len() as u64 > max => Err(format!("{path}: too large")),
+            Some(d) => Ok(d.clone()),
+            None => Err(format!("{path}: no such file")),
+        }
+    }
+
+    fn kind(&self, path: &str) -> Option<FileKind> {
+        let p = self.resolve(path);
+        if self.files.contains_key(&p) {
+            return Some(FileKind::File);
+        }
+        let prefix = if p == "/" {
+            "/".to_string()
+        } else {
+            format!("{p}/")
+        };
+        let is_dir = self
+            .files
+            .keys()
+            .chain(self.links.keys())
+            .any(|k| k.starts_with(&prefix));
+        is_dir.then_some(FileKind::Dir)
+    }
+
+    fn list(&self, dir: &str) -> Vec<String> {
+        let p = self.resolve(dir);
+        let prefix = if p == "/" {
+            "/".to_string()
+        } else {
+            format!("{p}/")
+        };
+        let mut names: Vec<String> = self
+            .files
+            .keys()
+            .chain(self.links.keys())
+            .filter_map(|k| k.strip_prefix(&prefix))
+            .map(|rest| rest.split('/').next().unwrap_or(rest).to_string())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    fn read_link(&self, path: &str) -> Option<String> {
+        self.links.get(path).cloned()
+    }
+
+    fn size(&self, path: &str) -> Option<u64> {
+        self.files.get(&self.resolve(path)).map(|d| d.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_guest() {
+        let g = MemGuest::new()
+            .file("/boot/vmlinuz-6.1.0-18-amd64", b"k")
+            .link("/vmlinuz", "boot/vmlinuz-6.1.0-18-amd64")
+            .file("/etc/fstab", "x\n");
+        assert_eq!(g.read("/vmlinuz", 10).unwrap(), b"k");
+        assert_eq!(g.kind("/boot"), Some(FileKind::Dir));
+        assert_eq!(g.list("/"), ["boot", "etc", "vmlinuz"]);
+        assert_eq!(g.read_text("/etc/fstab").as_deref(), Some("x\n"));
+        assert!(g.read("/nope", 10).is_err());
+    }
+}
