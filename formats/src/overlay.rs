@@ -79,6 +79,32 @@ impl Overlay {
         out
     }
 
+    /// Whether the block holding `offset` is changed, and how many bytes from `offset`
+    /// share that state (to the next change of state or the end). Lets a delta view
+    /// (a thin overlay output) skip everything the rewrite did not touch.
+    pub fn changed_run(&self, offset: u64) -> (bool, u64) {
+        let len = self.base.len();
+        if offset >= len {
+            return (false, 0);
+        }
+        let idx = offset / OVERLAY_BLOCK;
+        let st = self.lock();
+        if st.blocks.contains_key(&idx) {
+            let mut end = idx + 1;
+            while st.blocks.contains_key(&end) {
+                end += 1;
+            }
+            return (true, (end * OVERLAY_BLOCK).min(len) - offset);
+        }
+        let next = st
+            .blocks
+            .range(idx + 1..)
+            .next()
+            .map(|(k, _)| (*k * OVERLAY_BLOCK).min(len))
+            .unwrap_or(len);
+        (false, next - offset)
+    }
+
     /// Bytes held in memory and in the spill file.
     pub fn usage(&self) -> (u64, u64) {
         let st = self.lock();
