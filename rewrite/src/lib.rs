@@ -15,6 +15,7 @@
 
 pub mod context;
 pub mod devname;
+pub mod diff;
 pub mod edit;
 pub mod guest_files;
 
