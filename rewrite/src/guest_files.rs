@@ -3,6 +3,7 @@
 //! in-memory tree of sample files ([`MemGuest`]).
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use transplant_fs::{FileKind, GuestTree};
 
 /// Paths are absolute guest paths; symlinks are followed inside the guest.
@@ -71,11 +72,40 @@ impl GuestFiles for GuestTree {
     }
 }
 
-/// An in-memory guest for tests: files, directories (implied by paths) and symlinks.
+/// Write access, for applying a plan. Paths are absolute guest paths; the parent
+/// directory of a new file must exist (see [`GuestFilesMut::mkdir_p`]).
+pub trait GuestFilesMut: GuestFiles {
+    /// Replaces the content of a file, keeping its inode, owner, mode and labels; creates
+    /// it (mode 0644, root) if it does not exist.
+    fn write(&self, path: &str, data: &[u8]) -> Result<(), String>;
+    /// Unlinks a file or symlink (not following it).
+    fn remove(&self, path: &str) -> Result<(), String>;
+    /// Renames, replacing `to` atomically.
+    fn rename(&self, from: &str, to: &str) -> Result<(), String>;
+    /// Creates a directory and its missing parents (mode 0755, root).
+    fn mkdir_p(&self, path: &str) -> Result<(), String>;
+}
+
 #[derive(Debug, Clone, Default)]
-pub struct MemGuest {
+struct MemState {
     files: BTreeMap<String, Vec<u8>>,
     links: BTreeMap<String, String>,
+    dirs: std::collections::BTreeSet<String>,
+}
+
+/// An in-memory guest for tests: files, directories (implied by paths or made with
+/// `mkdir_p`) and symlinks.
+#[derive(Debug, Default)]
+pub struct MemGuest {
+    st: Mutex<MemState>,
+}
+
+impl Clone for MemGuest {
+    fn clone(&self) -> Self {
+        MemGuest {
+            st: Mutex::new(self.state().clone()),
+        }
+    }
 }
 
 impl MemGuest {
@@ -83,22 +113,36 @@ impl MemGuest {
         Self::default()
     }
 
-    pub fn file(mut self, path: &str, data: impl AsRef<[u8]>) -> Self {
-        self.files.insert(path.to_string(), data.as_ref().to_vec());
+    fn state(&self) -> std::sync::MutexGuard<'_, MemState> {
+        self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn file(self, path: &str, data: impl AsRef<[u8]>) -> Self {
+        self.state()
+            .files
+            .insert(path.to_string(), data.as_ref().to_vec());
         self
     }
 
-    pub fn link(mut self, path: &str, target: &str) -> Self {
-        self.links.insert(path.to_string(), target.to_string());
+    pub fn link(self, path: &str, target: &str) -> Self {
+        self.state()
+            .links
+            .insert(path.to_string(), target.to_string());
         self
+    }
+
+    /// Every regular file's path, sorted (for tests comparing whole trees).
+    pub fn paths(&self) -> Vec<String> {
+        self.state().files.keys().cloned().collect()
     }
 
     /// Follows symlinks (absolute targets from the root, relative ones from the link's
     /// folder), up to 40.
     fn resolve(&self, path: &str) -> String {
+        let st = self.state();
         let mut p = path.to_string();
         for _ in 0..40 {
-            let Some(t) = self.links.get(&p) else {
+            let Some(t) = st.links.get(&p) else {
                 return p;
             };
             p = if t.starts_with('/') {
@@ -129,7 +173,7 @@ fn normalize(p: &str) -> String {
 impl GuestFiles for MemGuest {
     fn read(&self, path: &str, max: u64) -> Result<Vec<u8>, String> {
         let p = self.resolve(path);
-        match self.files.get(&p) {
+        match self.state().files.get(&p) {
             Some(d) if d.len() as u64 > max => Err(format!("{path}: too large")),
             Some(d) => Ok(d.clone()),
             None => Err(format!("{path}: no such file")),
@@ -138,19 +182,26 @@ impl GuestFiles for MemGuest {
 
     fn kind(&self, path: &str) -> Option<FileKind> {
         let p = self.resolve(path);
-        if self.files.contains_key(&p) {
+        let st = self.state();
+        if st.files.contains_key(&p) {
             return Some(FileKind::File);
+        }
+        if st.links.contains_key(&p) {
+            // A dangling link.
+            return None;
         }
         let prefix = if p == "/" {
             "/".to_string()
         } else {
             format!("{p}/")
         };
-        let is_dir = self
-            .files
-            .keys()
-            .chain(self.links.keys())
-            .any(|k| k.starts_with(&prefix));
+        let is_dir = st.dirs.contains(&p)
+            || st
+                .files
+                .keys()
+                .chain(st.links.keys())
+                .chain(st.dirs.iter())
+                .any(|k| k.starts_with(&prefix));
         is_dir.then_some(FileKind::Dir)
     }
 
@@ -161,10 +212,12 @@ impl GuestFiles for MemGuest {
         } else {
             format!("{p}/")
         };
-        let mut names: Vec<String> = self
+        let st = self.state();
+        let mut names: Vec<String> = st
             .files
             .keys()
-            .chain(self.links.keys())
+            .chain(st.links.keys())
+            .chain(st.dirs.iter())
             .filter_map(|k| k.strip_prefix(&prefix))
             .map(|rest| rest.split('/').next().unwrap_or(rest).to_string())
             .collect();
@@ -174,11 +227,62 @@ impl GuestFiles for MemGuest {
     }
 
     fn read_link(&self, path: &str) -> Option<String> {
-        self.links.get(path).cloned()
+        self.state().links.get(path).cloned()
     }
 
     fn size(&self, path: &str) -> Option<u64> {
-        self.files.get(&self.resolve(path)).map(|d| d.len() as u64)
+        let p = self.resolve(path);
+        self.state().files.get(&p).map(|d| d.len() as u64)
+    }
+}
+
+impl GuestFilesMut for MemGuest {
+    fn write(&self, path: &str, data: &[u8]) -> Result<(), String> {
+        let p = self.resolve(path);
+        let parent = p.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        if !parent.is_empty() && self.kind(parent) != Some(FileKind::Dir) {
+            return Err(format!("{path}: parent directory missing"));
+        }
+        self.state().files.insert(p, data.to_vec());
+        Ok(())
+    }
+
+    fn remove(&self, path: &str) -> Result<(), String> {
+        let mut st = self.state();
+        if st.links.remove(path).is_some() || st.files.remove(path).is_some() {
+            Ok(())
+        } else {
+            Err(format!("{path}: no such file"))
+        }
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<(), String> {
+        let mut st = self.state();
+        if let Some(d) = st.files.remove(from) {
+            st.links.remove(to);
+            st.files.insert(to.to_string(), d);
+            Ok(())
+        } else if let Some(l) = st.links.remove(from) {
+            st.files.remove(to);
+            st.links.insert(to.to_string(), l);
+            Ok(())
+        } else {
+            Err(format!("{from}: no such file"))
+        }
+    }
+
+    fn mkdir_p(&self, path: &str) -> Result<(), String> {
+        let mut st = self.state();
+        let mut cur = String::new();
+        for c in path.split('/').filter(|c| !c.is_empty()) {
+            cur.push('/');
+            cur.push_str(c);
+            if st.files.contains_key(&cur) {
+                return Err(format!("{cur}: not a directory"));
+            }
+            st.dirs.insert(cur.clone());
+        }
+        Ok(())
     }
 }
 
@@ -197,5 +301,13 @@ mod tests {
         assert_eq!(g.list("/"), ["boot", "etc", "vmlinuz"]);
         assert_eq!(g.read_text("/etc/fstab").as_deref(), Some("x\n"));
         assert!(g.read("/nope", 10).is_err());
+        g.mkdir_p("/etc/dracut.conf.d").unwrap();
+        assert_eq!(g.kind("/etc/dracut.conf.d"), Some(FileKind::Dir));
+        g.write("/etc/dracut.conf.d/x.conf", b"y").unwrap();
+        assert!(g.write("/no/dir/f", b"y").is_err());
+        g.rename("/etc/fstab", "/etc/fstab.old").unwrap();
+        assert!(!g.exists("/etc/fstab"));
+        g.remove("/vmlinuz").unwrap();
+        assert_eq!(g.read_link("/vmlinuz"), None);
     }
 }

@@ -22,4 +22,4 @@ pub mod guest_files;
 pub use context::{Context, DeviceNaming, GuestVolume, MacFate, NetworkMode, Target};
 pub use devname::{Bus, DevRef};
 pub use edit::{Edit, LineEditor, Patched, Warning};
-pub use guest_files::{GuestFiles, MemGuest};
+pub use guest_files::{GuestFiles, GuestFilesMut, MemGuest};
