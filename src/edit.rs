@@ -17,7 +17,7 @@ use transplant_fs::{show, FileKind, GuestTree, NewNode, SetAttrs};
 
 /// A guest open for writing: its tree, and the overlay its changes collect in.
 pub struct Session {
-    pub tree: GuestTree,
+    pub tree: Arc<GuestTree>,
     overlay: Arc<Overlay>,
 }
 
@@ -73,11 +73,14 @@ impl Session {
                 (false, None) => eprintln!("transplant: warning: {} is read-only", m.source),
             }
         }
-        Ok(Session { tree, overlay })
+        Ok(Session {
+            tree: Arc::new(tree),
+            overlay,
+        })
     }
 
     /// Syncs the filesystems and writes the overlay into the image.
-    pub fn commit(self) -> Result<()> {
+    pub fn commit(&self) -> Result<()> {
         self.tree.sync().context("syncing the guest filesystems")?;
         self.overlay
             .commit()
