@@ -129,17 +129,17 @@ impl GuestView {
         f: impl FnOnce(&mut Buffer) -> R,
     ) -> Result<R, Error> {
         let mut b = self.buffers();
-        if !b.contains_key(&ino) {
-            let m = self.tree.stat(path, true)?;
-            let mut data = vec![0u8; m.size as usize];
-            let n = self.tree.read(path, 0, &mut data)?;
-            data.truncate(n);
-            b.insert(ino, Buffer { data, dirty: false });
-        }
-        match b.get_mut(&ino) {
-            Some(buf) => Ok(f(buf)),
-            None => Err(Error::NotFound(transplant_fs::show(path))),
-        }
+        let buf = match b.entry(ino) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let m = self.tree.stat(path, true)?;
+                let mut data = vec![0u8; m.size as usize];
+                let n = self.tree.read(path, 0, &mut data)?;
+                data.truncate(n);
+                v.insert(Buffer { data, dirty: false })
+            }
+        };
+        Ok(f(buf))
     }
 
     /// Writes a dirty buffer back into the guest.
