@@ -1,6 +1,12 @@
 //! Directories as the writer changes them: find, list, add and remove entries across the
 //! blocks of a linear or hashed directory, grow it by a block when every block is full,
 //! and drop the hash index when a name must be added to an htree (see `htree`).
+//!
+//! Each directory the writer touches is scanned once into a cache (name -> where its entry
+//! is, and the largest free slot of each block), kept current by every change made here,
+//! so adding the thousandth name to a directory costs one block write, not a scan.
+//! Entries never move once written (inserts split free space, removals merge it into the
+//! entry before), which is what keeps the cached locations valid.
 
 use super::dir_block::{self, Entry};
 use super::engine::Engine;
@@ -10,6 +16,34 @@ use super::map_write::MapPlan;
 use super::mapping::{Mapping, Run};
 use crate::error::{Error, Result};
 use crate::{show, FileKind};
+use std::collections::HashMap;
+
+/// Past this many cached names (all directories together) the cache starts over.
+const CACHE_MAX_NAMES: usize = 1 << 21;
+
+#[derive(Default)]
+pub struct DirCache {
+    dirs: HashMap<u32, CachedDir>,
+    names: usize,
+}
+
+impl DirCache {
+    pub fn forget(&mut self, dir: u32) {
+        if let Some(d) = self.dirs.remove(&dir) {
+            self.names -= d.names.len();
+        }
+    }
+    pub fn clear(&mut self) {
+        self.dirs.clear();
+        self.names = 0;
+    }
+}
+
+struct CachedDir {
+    names: HashMap<Vec<u8>, DirLoc>,
+    /// Largest free slot of each block, by physical block, in logical order.
+    room: Vec<(u64, usize)>,
+}
 
 /// Where an entry lives.
 #[derive(Debug, Clone, Copy)]
@@ -90,20 +124,93 @@ impl Engine {
         Ok(())
     }
 
-    pub fn find_entry(&self, dir: &Inode, name: &[u8]) -> Result<Option<DirLoc>> {
+    /// Scans `dir` into the cache if it is not there yet.
+    fn cache_dir(&self, dir: &Inode) -> Result<()> {
+        if self.dirs.borrow().dirs.contains_key(&dir.ino) {
+            return Ok(());
+        }
         let map = self.mapping(dir)?;
         let ft = self.sb.filetype();
-        let mut found = None;
+        let mut names = HashMap::new();
+        let mut room = Vec::new();
         self.each_dir_block(dir, &map, |l, p, b| {
-            match dir_block::find(b, ft, name).map_err(|e| self.dir_block_err(dir, l, e))? {
-                Some(entry) => {
-                    found = Some(DirLoc { physical: p, entry });
-                    Ok(false)
+            let list = dir_block::entries(b, ft).map_err(|e| self.dir_block_err(dir, l, e))?;
+            let mut best = 0;
+            for e in list {
+                let used = if e.inode == 0 {
+                    0
+                } else {
+                    dir_block::needed(e.name_len)
+                };
+                best = best.max(e.rec_len.saturating_sub(used));
+                if e.inode != 0 {
+                    names.insert(
+                        e.name(b).to_vec(),
+                        DirLoc {
+                            physical: p,
+                            entry: e,
+                        },
+                    );
                 }
-                None => Ok(true),
             }
+            room.push((p, best));
+            Ok(true)
         })?;
-        Ok(found)
+        let mut c = self.dirs.borrow_mut();
+        if c.names + names.len() > CACHE_MAX_NAMES {
+            c.clear();
+        }
+        c.names += names.len();
+        c.dirs.insert(dir.ino, CachedDir { names, room });
+        Ok(())
+    }
+
+    /// Re-reads what the cache knows of one block of `dir` after a change to it.
+    fn recache_block(&self, dir: &Inode, physical: u64, b: &[u8]) {
+        let ft = self.sb.filetype();
+        let mut c = self.dirs.borrow_mut();
+        let Some(d) = c.dirs.get_mut(&dir.ino) else {
+            return;
+        };
+        let Ok(list) = dir_block::entries(b, ft) else {
+            c.forget(dir.ino);
+            return;
+        };
+        let before = d.names.len();
+        d.names.retain(|_, l| l.physical != physical);
+        let mut best = 0;
+        for e in list {
+            let used = if e.inode == 0 {
+                0
+            } else {
+                dir_block::needed(e.name_len)
+            };
+            best = best.max(e.rec_len.saturating_sub(used));
+            if e.inode != 0 {
+                d.names
+                    .insert(e.name(b).to_vec(), DirLoc { physical, entry: e });
+            }
+        }
+        match d.room.iter_mut().find(|(p, _)| *p == physical) {
+            Some(r) => r.1 = best,
+            None => d.room.push((physical, best)),
+        }
+        let after = d.names.len();
+        c.names = (c.names + after).saturating_sub(before);
+    }
+
+    pub fn forget_dir(&self, dir: u32) {
+        self.dirs.borrow_mut().forget(dir);
+    }
+
+    pub fn find_entry(&self, dir: &Inode, name: &[u8]) -> Result<Option<DirLoc>> {
+        self.cache_dir(dir)?;
+        Ok(self
+            .dirs
+            .borrow()
+            .dirs
+            .get(&dir.ino)
+            .and_then(|d| d.names.get(name).copied()))
     }
 
     /// Every live entry: (name, inode, file type byte).
@@ -134,7 +241,9 @@ impl Engine {
         if let Some(seed) = self.inode_seed(dir) {
             dir_block::set_tail_csum(b, seed);
         }
-        self.write_block(physical, b)
+        self.write_block(physical, b)?;
+        self.recache_block(dir, physical, b);
+        Ok(())
     }
 
     /// Phase one of adding a name: find a block with room, or allocate one.
@@ -143,19 +252,20 @@ impl Engine {
             // After dropping the index the root block has room for any name.
             return Ok(DirPlan::DropIndex);
         }
-        let map = self.mapping(dir)?;
-        let ft = self.sb.filetype();
-        let mut into = None;
-        self.each_dir_block(dir, &map, |l, p, b| {
-            if dir_block::has_room(b, ft, name_len).map_err(|e| self.dir_block_err(dir, l, e))? {
-                into = Some(p);
-                return Ok(false);
-            }
-            Ok(true)
-        })?;
+        self.cache_dir(dir)?;
+        let need = dir_block::needed(name_len);
+        let into = self.dirs.borrow().dirs.get(&dir.ino).and_then(|d| {
+            // The last block with room first: a growing directory fills its tail.
+            d.room
+                .iter()
+                .rev()
+                .find(|(_, r)| *r >= need)
+                .map(|(p, _)| *p)
+        });
         if let Some(p) = into {
             return Ok(DirPlan::Into(p));
         }
+        let map = self.mapping(dir)?;
         let nblocks = dir.size().div_ceil(self.bs());
         let goal = map.runs.last().map(|r| r.physical + r.len).unwrap_or(0);
         let block = self.alloc_list(goal, 1)?.first().copied().unwrap_or(0);
@@ -217,7 +327,7 @@ impl Engine {
         let mut b = self.read_block(physical)?;
         let ok = dir_block::insert(&mut b, ft, ino, name, tft)
             .map_err(|e| self.corrupt(format!("directory inode {}: {e}", dir.ino)))?;
-        if !ok {
+        if ok.is_none() {
             return Err(self.corrupt(format!(
                 "directory inode {}: block {physical} has no room after all",
                 dir.ino
@@ -262,6 +372,7 @@ impl Engine {
                     .map_err(|e| self.corrupt(format!("directory inode {}: {e}", dir.ino)))?;
                 htree::set_dx_csum(&mut b, r.count_offset, seed);
             }
+            self.forget_dir(dir.ino);
             return self.write_block(p, &b);
         }
         self.write_dir_block(dir, p, &mut b)
@@ -294,6 +405,7 @@ impl Engine {
             }
         }
         dir.set_flags(dir.flags() & !flags::INDEX);
+        self.forget_dir(dir.ino);
         Ok(())
     }
 }

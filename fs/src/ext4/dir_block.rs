@@ -105,6 +105,7 @@ pub fn entries(b: &[u8], filetype: bool) -> Result<Vec<Entry>, String> {
     Ok(out)
 }
 
+#[cfg(test)]
 pub fn find(b: &[u8], filetype: bool, name: &[u8]) -> Result<Option<Entry>, String> {
     Ok(entries(b, filetype)?
         .into_iter()
@@ -134,17 +135,14 @@ fn write_entry(
     }
 }
 
-/// Whether an entry for `name` fits in the block without changing it.
-pub fn has_room(b: &[u8], filetype: bool, name_len: usize) -> Result<bool, String> {
-    let need = needed(name_len);
-    Ok(entries(b, filetype)?.iter().any(|e| {
-        let used = if e.inode == 0 { 0 } else { needed(e.name_len) };
-        e.rec_len >= used + need
-    }))
-}
-
-/// Adds an entry where it fits; false if the block is full.
-pub fn insert(b: &mut [u8], filetype: bool, ino: u32, name: &[u8], ft: u8) -> Result<bool, String> {
+/// Adds an entry where it fits; returns its offset, None if the block is full.
+pub fn insert(
+    b: &mut [u8],
+    filetype: bool,
+    ino: u32,
+    name: &[u8],
+    ft: u8,
+) -> Result<Option<usize>, String> {
     let need = needed(name.len());
     for e in entries(b, filetype)? {
         let used = if e.inode == 0 { 0 } else { needed(e.name_len) };
@@ -153,13 +151,13 @@ pub fn insert(b: &mut [u8], filetype: bool, ino: u32, name: &[u8], ft: u8) -> Re
         }
         if e.inode == 0 {
             write_entry(b, e.off, e.rec_len, ino, name, ft, filetype);
-        } else {
-            put_u16(b, e.off + 4, rec_len_to_disk(used, b.len()));
-            write_entry(b, e.off + used, e.rec_len - used, ino, name, ft, filetype);
+            return Ok(Some(e.off));
         }
-        return Ok(true);
+        put_u16(b, e.off + 4, rec_len_to_disk(used, b.len()));
+        write_entry(b, e.off + used, e.rec_len - used, ino, name, ft, filetype);
+        return Ok(Some(e.off + used));
     }
-    Ok(false)
+    Ok(None)
 }
 
 /// Removes the entry for `name` (merging its space into the one before); returns its inode.
@@ -240,7 +238,10 @@ mod tests {
     fn insert_find_remove() {
         let mut b = dot_block(1024, true, 12, 2, true);
         let mut n = 0;
-        while insert(&mut b, true, 100 + n, format!("name-{n}").as_bytes(), 1).unwrap() {
+        while insert(&mut b, true, 100 + n, format!("name-{n}").as_bytes(), 1)
+            .unwrap()
+            .is_some()
+        {
             n += 1;
         }
         // (1024 - 12 - 24) / 16 entries of 6-7 byte names.
@@ -250,7 +251,7 @@ mod tests {
         assert_eq!(e.inode, 107);
         assert_eq!(remove(&mut b, true, b"name-7").unwrap(), Some(107));
         assert!(find(&b, true, b"name-7").unwrap().is_none());
-        assert!(insert(&mut b, true, 999, b"again", 1).unwrap());
+        assert!(insert(&mut b, true, 999, b"again", 1).unwrap().is_some());
         assert!(entries(&b, true).unwrap().last().unwrap().off + 12 <= 1012);
         set_tail_csum(&mut b, 5);
         assert!(has_tail(&b));

@@ -34,6 +34,7 @@ pub struct Engine {
     sb_dirty: bool,
     undo: Option<Vec<Undo>>,
     next_generation: u32,
+    pub(crate) dirs: std::cell::RefCell<super::dir::DirCache>,
 }
 
 impl Engine {
@@ -103,6 +104,7 @@ impl Engine {
             sb_dirty: false,
             undo: None,
             next_generation: seed,
+            dirs: Default::default(),
         };
         super::journal_state::check(&mut e)?;
         Ok(e)
@@ -264,6 +266,8 @@ impl Engine {
         self.undo = Some(Vec::new());
         let r = f(self);
         if r.is_err() {
+            // Whatever failed, cached directory contents may be ahead of the disk.
+            self.dirs.borrow_mut().clear();
             if let Some(log) = self.undo.take() {
                 for u in log.into_iter().rev() {
                     // Undoing only flips bits back that this transaction flipped.

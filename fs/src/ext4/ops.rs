@@ -340,6 +340,9 @@ impl Engine {
             }
         };
         self.free_inode(i.ino, i.is_dir())?;
+        if i.is_dir() {
+            self.forget_dir(i.ino);
+        }
         Ok(x)
     }
 

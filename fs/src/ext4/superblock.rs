@@ -186,7 +186,8 @@ impl Superblock {
         } else {
             (u16_at(&raw, 0x58) as usize, u32_at(&raw, 0x54))
         };
-        if blocks_per_group == 0 || blocks_per_group as u64 > 8 * block_size {
+        let bigalloc = u32_at(&raw, 0x64) & ro_compat::BIGALLOC != 0;
+        if blocks_per_group == 0 || (!bigalloc && blocks_per_group as u64 > 8 * block_size) {
             return Err(format!(
                 "superblock: {blocks_per_group} blocks per group is invalid"
             ));
