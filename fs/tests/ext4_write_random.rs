@@ -34,6 +34,8 @@ impl Rng {
 }
 
 type Model = BTreeMap<Vec<u8>, Node>;
+/// How the model changes if the operation is valid (None: it must fail).
+type Apply = Box<dyn FnOnce(&mut Model)>;
 
 fn parent(p: &[u8]) -> Vec<u8> {
     match p.iter().rposition(|&c| c == b'/') {
@@ -90,11 +92,7 @@ fn step(fs: &dyn Filesystem, m: &mut Model, r: &mut Rng) -> String {
     let pick = |r: &mut Rng| all.get(r.below(all.len() as u64) as usize).cloned();
     let exists = m.contains_key(&path);
     let op = r.below(8);
-    let (what, res, apply): (
-        String,
-        transplant_fs::Result<()>,
-        Option<Box<dyn FnOnce(&mut Model)>>,
-    ) = match op {
+    let (what, res, apply): (String, transplant_fs::Result<()>, Option<Apply>) = match op {
         0 | 1 => {
             let d = data(r);
             let res = fs.create(&path, NewNode::File(&d), &SetAttrs::default());
