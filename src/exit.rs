@@ -17,7 +17,12 @@ pub fn report(e: &anyhow::Error) -> ExitCode {
     let kind = e
         .chain()
         .find_map(|c| c.downcast_ref::<Error>())
-        .map(Error::kind);
+        .map(Error::kind)
+        .or_else(|| {
+            e.chain()
+                .find_map(|c| c.downcast_ref::<transplant_fs::Error>())
+                .map(transplant_fs::Error::kind)
+        });
     let mut msg = format!("transplant: {e}");
     for cause in e.chain().skip(1) {
         let c = cause.to_string();

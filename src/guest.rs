@@ -78,16 +78,27 @@ pub struct Volumes {
     pub layout: Layout,
     pub volumes: Vec<Volume>,
     pub warnings: Vec<String>,
+    /// Filesystems that could not be opened for writing (when asked), and why.
+    pub refused: Vec<(String, transplant_fs::Error)>,
 }
 
 fn open_fs(
+    name: &str,
     dev: &Arc<dyn BlockDev>,
     p: &Option<FsProbe>,
     warnings: &mut Vec<String>,
+    writable: &mut Option<Vec<(String, transplant_fs::Error)>>,
 ) -> Option<Arc<dyn Filesystem>> {
     let kind = p.as_ref()?.kind.as_str();
     if !matches!(kind, "ext2" | "ext3" | "ext4") {
         return None;
+    }
+    if let Some(refused) = writable.as_mut() {
+        // Opened for writing where safe; a filesystem that is not is read-only, with why.
+        match Ext4Fs::open_rw(dev.clone(), kind) {
+            Ok(fs) => return Some(Arc::new(fs)),
+            Err(e) => refused.push((name.to_string(), e)),
+        }
     }
     match Ext4Fs::open(dev.clone(), kind) {
         Ok(fs) => Some(Arc::new(fs)),
@@ -105,6 +116,13 @@ pub fn volumes(images: &[PathBuf], opts: &OpenOptions) -> Result<Volumes> {
         let img = open_image(p, opts).with_context(|| format!("cannot open {}", p.display()))?;
         opened.push((p.display().to_string(), img as Arc<dyn BlockDev>));
     }
+    volumes_on(opened, false)
+}
+
+/// Lists the volumes of opened disks; with `writable`, ext2/3/4 filesystems are opened for
+/// writing where that is safe, and `Volumes::refused` says why where it is not.
+pub fn volumes_on(opened: Vec<(String, Arc<dyn BlockDev>)>, writable: bool) -> Result<Volumes> {
+    let mut rw: Option<Vec<(String, transplant_fs::Error)>> = writable.then(Vec::new);
     let layout = discover(opened)?;
     let mut warnings = layout.warnings.clone();
     let mut vols = Vec::new();
@@ -126,7 +144,7 @@ pub fn volumes(images: &[PathBuf], opts: &OpenOptions) -> Result<Volumes> {
         };
         for (name, select, dev, partition) in list {
             let p = probe(&*dev).unwrap_or(None);
-            let fs = open_fs(&dev, &p, &mut warnings);
+            let fs = open_fs(&name, &dev, &p, &mut warnings, &mut rw);
             vols.push(Volume {
                 name,
                 select,
@@ -144,7 +162,7 @@ pub fn volumes(images: &[PathBuf], opts: &OpenOptions) -> Result<Volumes> {
             match vg.open_lv(&lv.name) {
                 Ok(dev) => {
                     let p = probe(&*dev).unwrap_or(None);
-                    let fs = open_fs(&dev, &p, &mut warnings);
+                    let fs = open_fs(&sel, &dev, &p, &mut warnings, &mut rw);
                     vols.push(Volume {
                         name: sel.clone(),
                         select: sel,
@@ -163,6 +181,7 @@ pub fn volumes(images: &[PathBuf], opts: &OpenOptions) -> Result<Volumes> {
         layout,
         volumes: vols,
         warnings,
+        refused: rw.unwrap_or_default(),
     })
 }
 

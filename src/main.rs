@@ -3,6 +3,7 @@
 
 mod cat;
 mod convert;
+mod edit;
 mod exit;
 mod guest;
 mod human;
@@ -63,6 +64,9 @@ enum Command {
     Mount(mount::MountArgs),
     Ls(ls::LsArgs),
     Cat(cat::CatArgs),
+    Write(edit::WriteArgs),
+    Rm(edit::RmArgs),
+    Mkdir(edit::MkdirArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +78,9 @@ fn main() -> ExitCode {
         Command::Mount(a) => mount::run(a),
         Command::Ls(a) => ls::run(a),
         Command::Cat(a) => cat::run(a),
+        Command::Write(a) => edit::run_write(a),
+        Command::Rm(a) => edit::run_rm(a),
+        Command::Mkdir(a) => edit::run_mkdir(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -21,6 +21,17 @@ pub enum Error {
     Unsupported { dev: String, feature: String },
     #[error("{dev}: {detail}")]
     Io { dev: String, detail: String },
+    #[error("{0}")]
+    ReadOnly(String),
+    /// A safety policy stopped a write; `reason` says how to proceed.
+    #[error("{dev}: refused: {reason}")]
+    Refused { dev: String, reason: String },
+    #[error("{0}: no space left on the filesystem")]
+    NoSpace(String),
+    #[error("{0}: already exists")]
+    Exists(String),
+    #[error("{0}: directory not empty")]
+    NotEmpty(String),
     #[error(transparent)]
     Image(#[from] transplant_formats::Error),
 }
@@ -32,7 +43,7 @@ impl Error {
         match self {
             Error::Corrupt { .. } => K::Corrupt,
             Error::Unsupported { .. } => K::Unsupported,
-            Error::Io { .. } => K::Io,
+            Error::Io { .. } | Error::NoSpace(_) => K::Io,
             Error::Image(e) => e.kind(),
             _ => K::Refused,
         }

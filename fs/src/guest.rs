@@ -4,7 +4,7 @@
 //! end after 40 links, as the kernel does.
 
 use crate::error::{Error, Result};
-use crate::{show, DirEntry, FileKind, Filesystem, Metadata};
+use crate::{show, DirEntry, FileKind, Filesystem, Metadata, NewNode, SetAttrs};
 use std::sync::Arc;
 
 const MAX_LINKS: usize = 40;
@@ -146,6 +146,103 @@ impl GuestTree {
         let got = self.read(path, 0, &mut buf)?;
         buf.truncate(got);
         Ok(buf)
+    }
+}
+
+/// Writes: the parent directory is resolved inside the guest (symlinks followed, across
+/// mounts), then the filesystem holding it does the change. A mount point itself cannot be
+/// removed or renamed, and a rename cannot cross filesystems.
+impl GuestTree {
+    /// The filesystem and inner path of `path` with its parent resolved and its last
+    /// component kept as is.
+    fn locate_entry(&self, path: &[u8]) -> Result<(&dyn Filesystem, Vec<u8>, usize)> {
+        let mut comps = components(path);
+        let Some(name) = comps.pop() else {
+            return Err(Error::Exists(show(path)));
+        };
+        if name == b"." || name == b".." {
+            return Err(Error::NotFound(show(path)));
+        }
+        let mut full = self.resolve(&join(&comps), true)?;
+        full.push(name);
+        for m in &self.mounts {
+            if !m.at.is_empty() && m.at == full {
+                return Err(Error::Refused {
+                    dev: m.source.clone(),
+                    reason: format!(
+                        "{} is a mount point of the guest; change what is inside it",
+                        show(path)
+                    ),
+                });
+            }
+        }
+        let (fs, inner) = self.locate(&full)?;
+        let idx = self
+            .mounts
+            .iter()
+            .position(|m| {
+                std::ptr::addr_eq(&*m.fs as *const dyn Filesystem, fs as *const dyn Filesystem)
+            })
+            .unwrap_or(0);
+        Ok((fs, inner, idx))
+    }
+
+    /// Whether every filesystem of the tree is open for writing.
+    pub fn writable(&self) -> bool {
+        self.mounts.iter().all(|m| m.fs.writable())
+    }
+
+    /// Replaces a file's content (following a final symlink, as `>` would).
+    pub fn write_file(&self, path: &[u8], data: &[u8]) -> Result<()> {
+        let c = self.resolve(path, true)?;
+        let (fs, inner) = self.locate(&c)?;
+        fs.write_file(&inner, data)
+    }
+
+    pub fn create(&self, path: &[u8], node: NewNode<'_>, attrs: &SetAttrs) -> Result<()> {
+        let (fs, inner, _) = self.locate_entry(path)?;
+        fs.create(&inner, node, attrs)
+    }
+
+    /// Removes the entry itself (a final symlink is removed, not its target).
+    pub fn remove(&self, path: &[u8]) -> Result<()> {
+        let (fs, inner, _) = self.locate_entry(path)?;
+        fs.remove(&inner)
+    }
+
+    pub fn rename(&self, from: &[u8], to: &[u8]) -> Result<()> {
+        let (fs, a, i) = self.locate_entry(from)?;
+        let (_, b, j) = self.locate_entry(to)?;
+        if i != j {
+            return Err(Error::Refused {
+                dev: self
+                    .mounts
+                    .get(i)
+                    .map(|m| m.source.clone())
+                    .unwrap_or_default(),
+                reason: format!(
+                    "{} and {} are on different filesystems of the guest; copy and remove instead",
+                    show(from),
+                    show(to)
+                ),
+            });
+        }
+        fs.rename(&a, &b)
+    }
+
+    /// Changes attributes, following a final symlink (as chmod and chown do).
+    pub fn set_attrs(&self, path: &[u8], attrs: &SetAttrs) -> Result<()> {
+        let c = self.resolve(path, true)?;
+        let (fs, inner) = self.locate(&c)?;
+        fs.set_attrs(&inner, attrs)
+    }
+
+    /// Syncs every filesystem of the tree.
+    pub fn sync(&self) -> Result<()> {
+        for m in &self.mounts {
+            m.fs.sync()?;
+        }
+        Ok(())
     }
 }
 

@@ -61,7 +61,32 @@ pub struct FsInfo {
     pub uuid: Option<String>,
 }
 
-/// A readable guest filesystem. Write operations arrive with the ext4 write issue.
+/// Attributes for `create` and `set_attrs`; `None` keeps a field (for `create`: mode 0644
+/// files / 0755 dirs / 0777 symlinks, uid/gid 0, times = now).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetAttrs {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub atime: Option<Time>,
+    pub mtime: Option<Time>,
+}
+
+/// What `create` makes: a regular file with this content, an empty directory, or a
+/// symbolic link to this target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewNode<'a> {
+    File(&'a [u8]),
+    Dir,
+    Symlink(&'a [u8]),
+}
+
+fn read_only(what: &str) -> Error {
+    Error::ReadOnly(format!("{what}: this filesystem is open read-only"))
+}
+
+/// A guest filesystem: read always; write where `writable()` says so (ext2/3/4 opened with
+/// `Ext4Fs::open_rw`), each write call leaving the filesystem consistent.
 pub trait Filesystem: Send + Sync {
     fn info(&self) -> FsInfo;
     /// Metadata of `path`, not following a final symlink.
@@ -70,6 +95,33 @@ pub trait Filesystem: Send + Sync {
     /// Reads file bytes at `offset`; returns how many were read (0 at the end).
     fn read(&self, path: &[u8], offset: u64, buf: &mut [u8]) -> Result<usize>;
     fn read_link(&self, path: &[u8]) -> Result<Vec<u8>>;
+
+    fn writable(&self) -> bool {
+        false
+    }
+    /// Replaces the whole content of the existing regular file `path`; the inode, mode, owner
+    /// and xattrs (SELinux labels) are kept; mtime/ctime become now.
+    fn write_file(&self, path: &[u8], _data: &[u8]) -> Result<()> {
+        Err(read_only(&show(path)))
+    }
+    fn create(&self, path: &[u8], _node: NewNode<'_>, _attrs: &SetAttrs) -> Result<()> {
+        Err(read_only(&show(path)))
+    }
+    /// Unlinks a file, symlink or special file, or removes an empty directory.
+    fn remove(&self, path: &[u8]) -> Result<()> {
+        Err(read_only(&show(path)))
+    }
+    /// Renames, atomically replacing `to` if it exists (not a non-empty directory).
+    fn rename(&self, from: &[u8], _to: &[u8]) -> Result<()> {
+        Err(read_only(&show(from)))
+    }
+    fn set_attrs(&self, path: &[u8], _attrs: &SetAttrs) -> Result<()> {
+        Err(read_only(&show(path)))
+    }
+    /// Writes cached metadata to the device (call before committing the overlay).
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Displays guest bytes for messages.

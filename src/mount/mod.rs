@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use transplant_formats::{open_image, BlockDev};
 
-/// Mount images with FUSE, read-only.
+/// Mount images with FUSE, read-only unless --rw.
 ///
 /// By default DIR shows the guest's files as its fstab assembles them (root found by
 /// inspection, like `guestmount -i --ro`); `IMAGE@N` or `IMAGE@VG/LV` mounts one volume.
@@ -30,6 +30,8 @@ use transplant_formats::{open_image, BlockDev};
 /// and LVM logical volumes (`VG-LV`, as /dev/mapper names them): read-only files any host
 /// tool can open: `sfdisk -l DIR/disk`, `mount -o loop,ro DIR/p1 /mnt/x`.
 /// Unmount with `fusermount3 -u DIR`, or Ctrl-C / SIGTERM in --foreground mode.
+/// With --rw (one raw or qcow2 image, guest view only) files can be changed; changes
+/// collect in memory and are written into the image when it is unmounted.
 ///
 /// Example: transplant mount --raw web01.vmdk /mnt/web01
 #[derive(Args)]
@@ -43,6 +45,11 @@ pub struct MountArgs {
     /// Stay in the foreground; unmount on Ctrl-C or SIGTERM.
     #[arg(long)]
     foreground: bool,
+    /// Allow changes to the guest's ext2/3/4 files; they are committed into the image
+    /// (raw or qcow2) on unmount. A filesystem that is not safe to write (journal needing
+    /// recovery, errors recorded) is refused.
+    #[arg(long)]
+    rw: bool,
     /// Let other users see the mount (needs `user_allow_other` in /etc/fuse.conf unless root).
     #[arg(long)]
     allow_other: bool,
@@ -61,6 +68,21 @@ pub fn run(a: MountArgs) -> Result<()> {
     };
     if !dir.is_dir() {
         bail!("the mount point {} is not a directory", dir.display());
+    }
+    if a.rw && (a.raw || images.len() != 1) {
+        bail!("--rw mounts the guest files of one image (not --raw)");
+    }
+    if a.rw {
+        // Open once here so a refusal reaches the terminal before going to the background.
+        let t = crate::guest::Target::parse(&images[0].display().to_string());
+        let s = crate::edit::Session::open(&t, &a.open.options())?;
+        if !a.foreground {
+            drop(s);
+            return spawn_background();
+        }
+        let view = guest_view::GuestView::new_rw(s.tree.clone());
+        serve(view, dir, &t.image, &a)?;
+        return s.commit();
     }
     if !a.foreground {
         return spawn_background();
@@ -136,7 +158,11 @@ fn serve<F: fuser::Filesystem + Send + 'static>(
 ) -> Result<()> {
     let mut cfg = fuser::Config::default();
     cfg.mount_options = vec![
-        fuser::MountOption::RO,
+        if a.rw {
+            fuser::MountOption::RW
+        } else {
+            fuser::MountOption::RO
+        },
         fuser::MountOption::NoDev,
         fuser::MountOption::NoSuid,
         fuser::MountOption::FSName(format!("transplant:{}", image.display())),

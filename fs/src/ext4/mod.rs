@@ -9,14 +9,38 @@
 //! thread-safety — its `Ext4` is `Rc`-based. So each thread that touches a filesystem
 //! loads its own instance (superblock, group descriptors, journal) on first use and keeps
 //! it in a thread-local map: FUSE threads then read in parallel without a shared lock.
+//!
+//! Writing is this crate's own engine (the modules below, one per on-disk structure):
+//! `Ext4Fs::open_rw` checks the filesystem is safe to change, and from then on every call,
+//! reads included, goes through the engine behind one lock, so reads see the writes.
+
+mod bitmap;
+mod block_map;
+mod csum;
+mod dir;
+mod dir_block;
+mod engine;
+mod extent_tree;
+mod group_desc;
+mod htree;
+mod inode;
+mod journal_state;
+mod le;
+mod map_write;
+mod mapping;
+mod ops;
+mod read;
+mod superblock;
 
 use crate::error::{Error, Result};
-use crate::{DirEntry, FileKind, Filesystem, FsInfo, Metadata, Time};
+use crate::{DirEntry, FileKind, Filesystem, FsInfo, Metadata, NewNode, SetAttrs, Time};
+use engine::Engine;
 use ext4_view::{Ext4, Ext4Error, Ext4Read};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::{Mutex, MutexGuard};
 use transplant_formats::BlockDev;
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
@@ -41,6 +65,8 @@ pub struct Ext4Fs {
     id: usize,
     dev: Arc<dyn BlockDev>,
     info: FsInfo,
+    /// Set when opened for writing: then every call goes through it.
+    rw: Option<Mutex<Engine>>,
 }
 
 impl Ext4Fs {
@@ -66,6 +92,42 @@ impl Ext4Fs {
                 label,
                 uuid,
             },
+            rw: None,
+        })
+    }
+
+    /// Opens for writing (normally over an `Overlay`), refusing filesystems that are not
+    /// safe to change: a journal needing recovery, errors recorded, an unknown incompatible
+    /// or read-only-compatible feature, bigalloc, a mismatched checksum.
+    pub fn open_rw(dev: Arc<dyn BlockDev>, kind: &str) -> Result<Ext4Fs> {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let e = Engine::open(dev.clone())?;
+        let info = FsInfo {
+            kind: kind.to_string(),
+            label: e.sb.label(),
+            uuid: Some(e.sb.uuid_string()),
+        };
+        Ok(Ext4Fs {
+            id,
+            dev,
+            info,
+            rw: Some(Mutex::new(e)),
+        })
+    }
+
+    fn engine(&self) -> Option<MutexGuard<'_, Engine>> {
+        self.rw
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn write_engine(&self, path: &[u8]) -> Result<MutexGuard<'_, Engine>> {
+        self.engine().ok_or_else(|| {
+            Error::ReadOnly(format!(
+                "{}: {} is open read-only",
+                crate::show(path),
+                self.dev.name()
+            ))
         })
     }
 
@@ -186,10 +248,16 @@ impl Filesystem for Ext4Fs {
     }
 
     fn lstat(&self, path: &[u8]) -> Result<Metadata> {
+        if let Some(e) = self.engine() {
+            return e.stat(path);
+        }
         self.with(path, |fs| fs.symlink_metadata(path).map(|m| metadata(&m)))
     }
 
     fn read_dir(&self, path: &[u8]) -> Result<Vec<DirEntry>> {
+        if let Some(e) = self.engine() {
+            return e.read_dir_entries(path);
+        }
         self.with(path, |fs| {
             let mut out = Vec::new();
             for e in fs.read_dir(path)? {
@@ -208,6 +276,9 @@ impl Filesystem for Ext4Fs {
     }
 
     fn read(&self, path: &[u8], offset: u64, buf: &mut [u8]) -> Result<usize> {
+        if let Some(e) = self.engine() {
+            return e.read_data(path, offset, buf);
+        }
         self.with(path, |fs| {
             let mut f = fs.open(path)?;
             if offset >= f.metadata().len() {
@@ -227,6 +298,41 @@ impl Filesystem for Ext4Fs {
     }
 
     fn read_link(&self, path: &[u8]) -> Result<Vec<u8>> {
+        if let Some(e) = self.engine() {
+            return e.read_link_target(path);
+        }
         self.with(path, |fs| fs.read_link(path).map(|p| p.as_ref().to_vec()))
+    }
+
+    fn writable(&self) -> bool {
+        self.rw.is_some()
+    }
+
+    fn write_file(&self, path: &[u8], data: &[u8]) -> Result<()> {
+        self.write_engine(path)?.write_file(path, data)
+    }
+
+    fn create(&self, path: &[u8], node: NewNode<'_>, attrs: &SetAttrs) -> Result<()> {
+        self.write_engine(path)?.create(path, node, attrs)
+    }
+
+    fn remove(&self, path: &[u8]) -> Result<()> {
+        self.write_engine(path)?.remove(path)
+    }
+
+    fn rename(&self, from: &[u8], to: &[u8]) -> Result<()> {
+        self.write_engine(from)?.rename(from, to)
+    }
+
+    fn set_attrs(&self, path: &[u8], attrs: &SetAttrs) -> Result<()> {
+        self.write_engine(path)?.set_attrs(path, attrs)
+    }
+
+    fn sync(&self) -> Result<()> {
+        if let Some(mut e) = self.engine() {
+            e.flush_meta()?;
+            e.dev.flush()?;
+        }
+        Ok(())
     }
 }

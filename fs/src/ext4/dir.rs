@@ -1,0 +1,415 @@
+//! Directories as the writer changes them: find, list, add and remove entries across the
+//! blocks of a linear or hashed directory, grow it by a block when every block is full,
+//! and drop the hash index when a name must be added to an htree (see `htree`).
+//!
+//! Each directory the writer touches is scanned once into a cache (name -> where its entry
+//! is, and the largest free slot of each block), kept current by every change made here,
+//! so adding the thousandth name to a directory costs one block write, not a scan.
+//! Entries never move once written (inserts split free space, removals merge it into the
+//! entry before), which is what keeps the cached locations valid.
+
+use super::dir_block::{self, Entry};
+use super::engine::Engine;
+use super::htree;
+use super::inode::{flags, Inode};
+use super::map_write::MapPlan;
+use super::mapping::{Mapping, Run};
+use crate::error::{Error, Result};
+use crate::{show, FileKind};
+use std::collections::HashMap;
+
+/// Past this many cached names (all directories together) the cache starts over.
+const CACHE_MAX_NAMES: usize = 1 << 21;
+
+#[derive(Default)]
+pub struct DirCache {
+    dirs: HashMap<u32, CachedDir>,
+    names: usize,
+}
+
+impl DirCache {
+    pub fn forget(&mut self, dir: u32) {
+        if let Some(d) = self.dirs.remove(&dir) {
+            self.names -= d.names.len();
+        }
+    }
+    pub fn clear(&mut self) {
+        self.dirs.clear();
+        self.names = 0;
+    }
+}
+
+struct CachedDir {
+    names: HashMap<Vec<u8>, DirLoc>,
+    /// Largest free slot of each block, by physical block, in logical order.
+    room: Vec<(u64, usize)>,
+}
+
+/// Where an entry lives.
+#[derive(Debug, Clone, Copy)]
+pub struct DirLoc {
+    pub physical: u64,
+    pub entry: Entry,
+}
+
+/// Where a new entry will go, decided (and allocated) before the commit point.
+pub enum DirPlan {
+    Into(u64),
+    DropIndex,
+    Grow {
+        block: u64,
+        map: MapPlan,
+        data_blocks: u64,
+    },
+}
+
+pub fn file_type(k: FileKind) -> u8 {
+    match k {
+        FileKind::File => 1,
+        FileKind::Dir => 2,
+        FileKind::CharDevice => 3,
+        FileKind::BlockDevice => 4,
+        FileKind::Fifo => 5,
+        FileKind::Socket => 6,
+        FileKind::Symlink => 7,
+    }
+}
+
+impl Engine {
+    /// Directories this tool cannot read or change by name.
+    pub fn check_dir(&self, dir: &Inode, path: &[u8]) -> Result<()> {
+        if !dir.is_dir() {
+            return Err(Error::NotADirectory(show(path)));
+        }
+        let f = dir.flags();
+        let what = if f & flags::INLINE_DATA != 0 {
+            "inline_data"
+        } else if f & flags::ENCRYPT != 0 {
+            "encrypt"
+        } else if f & flags::CASEFOLD != 0 {
+            "casefold"
+        } else {
+            return Ok(());
+        };
+        Err(Error::Unsupported {
+            dev: self.name.clone(),
+            feature: format!("{what} ({} is such a directory)", show(path)),
+        })
+    }
+
+    fn dir_block_err(&self, dir: &Inode, l: u64, e: String) -> Error {
+        self.corrupt(format!("directory inode {}, block {l}: {e}", dir.ino))
+    }
+
+    /// Calls `f(logical, physical, block)` for each mapped block of a directory.
+    fn each_dir_block(
+        &self,
+        dir: &Inode,
+        map: &Mapping,
+        mut f: impl FnMut(u64, u64, &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let nblocks = dir.size().div_ceil(self.bs());
+        for r in &map.runs {
+            for k in 0..r.len {
+                let l = r.logical + k;
+                if l >= nblocks {
+                    return Ok(());
+                }
+                let b = self.read_block(r.physical + k)?;
+                if !f(l, r.physical + k, &b)? {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Scans `dir` into the cache if it is not there yet.
+    fn cache_dir(&self, dir: &Inode) -> Result<()> {
+        if self.dirs.borrow().dirs.contains_key(&dir.ino) {
+            return Ok(());
+        }
+        let map = self.mapping(dir)?;
+        let ft = self.sb.filetype();
+        let mut names = HashMap::new();
+        let mut room = Vec::new();
+        self.each_dir_block(dir, &map, |l, p, b| {
+            let list = dir_block::entries(b, ft).map_err(|e| self.dir_block_err(dir, l, e))?;
+            let mut best = 0;
+            for e in list {
+                let used = if e.inode == 0 {
+                    0
+                } else {
+                    dir_block::needed(e.name_len)
+                };
+                best = best.max(e.rec_len.saturating_sub(used));
+                if e.inode != 0 {
+                    names.insert(
+                        e.name(b).to_vec(),
+                        DirLoc {
+                            physical: p,
+                            entry: e,
+                        },
+                    );
+                }
+            }
+            room.push((p, best));
+            Ok(true)
+        })?;
+        let mut c = self.dirs.borrow_mut();
+        if c.names + names.len() > CACHE_MAX_NAMES {
+            c.clear();
+        }
+        c.names += names.len();
+        c.dirs.insert(dir.ino, CachedDir { names, room });
+        Ok(())
+    }
+
+    /// Re-reads what the cache knows of one block of `dir` after a change to it.
+    fn recache_block(&self, dir: &Inode, physical: u64, b: &[u8]) {
+        let ft = self.sb.filetype();
+        let mut c = self.dirs.borrow_mut();
+        let Some(d) = c.dirs.get_mut(&dir.ino) else {
+            return;
+        };
+        let Ok(list) = dir_block::entries(b, ft) else {
+            c.forget(dir.ino);
+            return;
+        };
+        let before = d.names.len();
+        d.names.retain(|_, l| l.physical != physical);
+        let mut best = 0;
+        for e in list {
+            let used = if e.inode == 0 {
+                0
+            } else {
+                dir_block::needed(e.name_len)
+            };
+            best = best.max(e.rec_len.saturating_sub(used));
+            if e.inode != 0 {
+                d.names
+                    .insert(e.name(b).to_vec(), DirLoc { physical, entry: e });
+            }
+        }
+        match d.room.iter_mut().find(|(p, _)| *p == physical) {
+            Some(r) => r.1 = best,
+            None => d.room.push((physical, best)),
+        }
+        let after = d.names.len();
+        c.names = (c.names + after).saturating_sub(before);
+    }
+
+    pub fn forget_dir(&self, dir: u32) {
+        self.dirs.borrow_mut().forget(dir);
+    }
+
+    pub fn find_entry(&self, dir: &Inode, name: &[u8]) -> Result<Option<DirLoc>> {
+        self.cache_dir(dir)?;
+        Ok(self
+            .dirs
+            .borrow()
+            .dirs
+            .get(&dir.ino)
+            .and_then(|d| d.names.get(name).copied()))
+    }
+
+    /// Every live entry: (name, inode, file type byte).
+    pub fn list_dir(&self, dir: &Inode) -> Result<Vec<(Vec<u8>, u32, u8)>> {
+        let map = self.mapping(dir)?;
+        let ft = self.sb.filetype();
+        let mut out = Vec::new();
+        self.each_dir_block(dir, &map, |l, _, b| {
+            for e in dir_block::entries(b, ft).map_err(|e| self.dir_block_err(dir, l, e))? {
+                if e.inode != 0 {
+                    out.push((e.name(b).to_vec(), e.inode, e.file_type));
+                }
+            }
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Whether the directory holds nothing but "." and "..".
+    pub fn dir_is_empty(&self, dir: &Inode) -> Result<bool> {
+        Ok(self
+            .list_dir(dir)?
+            .iter()
+            .all(|(n, _, _)| n == b"." || n == b".."))
+    }
+
+    fn write_dir_block(&self, dir: &Inode, physical: u64, b: &mut [u8]) -> Result<()> {
+        if let Some(seed) = self.inode_seed(dir) {
+            dir_block::set_tail_csum(b, seed);
+        }
+        self.write_block(physical, b)?;
+        self.recache_block(dir, physical, b);
+        Ok(())
+    }
+
+    /// Phase one of adding a name: find a block with room, or allocate one.
+    pub fn plan_insert(&mut self, dir: &Inode, name_len: usize) -> Result<DirPlan> {
+        if dir.flags() & flags::INDEX != 0 {
+            // After dropping the index the root block has room for any name.
+            return Ok(DirPlan::DropIndex);
+        }
+        self.cache_dir(dir)?;
+        let need = dir_block::needed(name_len);
+        let into = self.dirs.borrow().dirs.get(&dir.ino).and_then(|d| {
+            // The last block with room first: a growing directory fills its tail.
+            d.room
+                .iter()
+                .rev()
+                .find(|(_, r)| *r >= need)
+                .map(|(p, _)| *p)
+        });
+        if let Some(p) = into {
+            return Ok(DirPlan::Into(p));
+        }
+        let map = self.mapping(dir)?;
+        let nblocks = dir.size().div_ceil(self.bs());
+        let goal = map.runs.last().map(|r| r.physical + r.len).unwrap_or(0);
+        let block = self.alloc_list(goal, 1)?.first().copied().unwrap_or(0);
+        let mut runs = map.runs.clone();
+        match runs.last_mut() {
+            Some(r) if r.logical + r.len == nblocks && r.physical + r.len == block && !r.uninit => {
+                r.len += 1
+            }
+            _ => runs.push(Run {
+                logical: nblocks,
+                physical: block,
+                len: 1,
+                uninit: false,
+            }),
+        }
+        let data_blocks = runs.iter().map(|r| r.len).sum();
+        let plan = self.plan_mapping(dir, &runs, &map.meta, block)?;
+        Ok(DirPlan::Grow {
+            block,
+            map: plan,
+            data_blocks,
+        })
+    }
+
+    /// Phase two: writes the entry where the plan says. The caller writes `dir`.
+    pub fn apply_insert(
+        &mut self,
+        dir: &mut Inode,
+        plan: DirPlan,
+        name: &[u8],
+        ino: u32,
+        kind: FileKind,
+    ) -> Result<()> {
+        let ft = self.sb.filetype();
+        let tft = if ft { file_type(kind) } else { 0 };
+        let physical = match plan {
+            DirPlan::Into(p) => p,
+            DirPlan::DropIndex => {
+                self.drop_index(dir)?;
+                self.mapping(dir)?
+                    .lookup(0)
+                    .map(|(p, _)| p)
+                    .ok_or_else(|| {
+                        self.corrupt(format!("directory inode {} has no block 0", dir.ino))
+                    })?
+            }
+            DirPlan::Grow {
+                block,
+                map,
+                data_blocks,
+            } => {
+                let mut b = dir_block::empty_block(self.bs() as usize, self.sb.metadata_csum());
+                self.write_dir_block(dir, block, &mut b)?;
+                map.apply(self, dir, data_blocks)?;
+                dir.set_size(dir.size() + self.bs());
+                block
+            }
+        };
+        let mut b = self.read_block(physical)?;
+        let ok = dir_block::insert(&mut b, ft, ino, name, tft)
+            .map_err(|e| self.corrupt(format!("directory inode {}: {e}", dir.ino)))?;
+        if ok.is_none() {
+            return Err(self.corrupt(format!(
+                "directory inode {}: block {physical} has no room after all",
+                dir.ino
+            )));
+        }
+        self.write_dir_block(dir, physical, &mut b)
+    }
+
+    pub fn remove_entry(&self, dir: &Inode, name: &[u8], loc: &DirLoc) -> Result<()> {
+        let mut b = self.read_block(loc.physical)?;
+        dir_block::remove(&mut b, self.sb.filetype(), name)
+            .map_err(|e| self.corrupt(format!("directory inode {}: {e}", dir.ino)))?;
+        self.write_dir_block(dir, loc.physical, &mut b)
+    }
+
+    pub fn set_entry(&self, dir: &Inode, loc: &DirLoc, ino: u32, kind: FileKind) -> Result<()> {
+        let mut b = self.read_block(loc.physical)?;
+        let ft = self.sb.filetype();
+        dir_block::set_inode(&mut b, loc.entry.off, ino, file_type(kind), ft);
+        self.write_dir_block(dir, loc.physical, &mut b)
+    }
+
+    /// Points ".." of directory `dir` at `parent` (a directory moved elsewhere).
+    pub fn set_dotdot(&self, dir: &Inode, parent: u32) -> Result<()> {
+        let map = self.mapping(dir)?;
+        let (p, _) = map
+            .lookup(0)
+            .ok_or_else(|| self.corrupt(format!("directory inode {} has no block 0", dir.ino)))?;
+        let mut b = self.read_block(p)?;
+        let ft = self.sb.filetype();
+        let list = dir_block::entries(&b, ft)
+            .map_err(|e| self.corrupt(format!("directory inode {}: {e}", dir.ino)))?;
+        let dd = list
+            .get(1)
+            .filter(|e| e.name(&b) == b"..")
+            .copied()
+            .ok_or_else(|| self.corrupt(format!("directory inode {} has no '..'", dir.ino)))?;
+        dir_block::set_inode(&mut b, dd.off, parent, 2, ft);
+        if dir.flags() & flags::INDEX != 0 {
+            if let Some(seed) = self.inode_seed(dir) {
+                let r = htree::parse_root(&b)
+                    .map_err(|e| self.corrupt(format!("directory inode {}: {e}", dir.ino)))?;
+                htree::set_dx_csum(&mut b, r.count_offset, seed);
+            }
+            self.forget_dir(dir.ino);
+            return self.write_block(p, &b);
+        }
+        self.write_dir_block(dir, p, &mut b)
+    }
+
+    /// Turns an htree directory into a linear one (see `htree`).
+    fn drop_index(&self, dir: &mut Inode) -> Result<()> {
+        let map = self.mapping(dir)?;
+        let bs = self.bs() as usize;
+        let bad = |e: String| self.corrupt(format!("directory inode {}: {e}", dir.ino));
+        let (root_p, _) = map.lookup(0).ok_or_else(|| bad("no block 0".into()))?;
+        let root = self.read_block(root_p)?;
+        let mut read = |l: u32| -> std::result::Result<Vec<u8>, String> {
+            let (p, _) = map
+                .lookup(l as u64)
+                .ok_or_else(|| format!("htree points at unmapped block {l}"))?;
+            self.read_block(p).map_err(|e| e.to_string())
+        };
+        let nodes = htree::index_nodes(&root, &mut read).map_err(bad)?;
+        let ft = self.sb.filetype();
+        let csum = self.sb.metadata_csum();
+        let dot = u32_at4(&root, 0);
+        let dotdot = u32_at4(&root, 12);
+        let mut nb = dir_block::dot_block(bs, csum, dot, dotdot, ft);
+        self.write_dir_block(dir, root_p, &mut nb)?;
+        for l in nodes {
+            if let Some((p, _)) = map.lookup(l as u64) {
+                let mut eb = dir_block::empty_block(bs, csum);
+                self.write_dir_block(dir, p, &mut eb)?;
+            }
+        }
+        dir.set_flags(dir.flags() & !flags::INDEX);
+        self.forget_dir(dir.ino);
+        Ok(())
+    }
+}
+
+fn u32_at4(b: &[u8], o: usize) -> u32 {
+    super::le::u32_at(b, o)
+}
