@@ -93,6 +93,13 @@ impl MemGuest {
         self
     }
 
+    /// Removes a file or symlink (tests that apply a plan to a guest).
+    pub fn without(mut self, path: &str) -> Self {
+        self.files.remove(path);
+        self.links.remove(path);
+        self
+    }
+
     /// Follows symlinks (absolute targets from the root, relative ones from the link's
     /// folder), up to 40.
     fn resolve(&self, path: &str) -> String {
