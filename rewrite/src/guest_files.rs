@@ -136,6 +136,16 @@ impl MemGuest {
         self.state().files.keys().cloned().collect()
     }
 
+    /// Removes a file or symlink (tests that apply a plan to a guest).
+    pub fn without(self, path: &str) -> Self {
+        {
+            let mut st = self.state();
+            st.files.remove(path);
+            st.links.remove(path);
+        }
+        self
+    }
+
     /// Follows symlinks (absolute targets from the root, relative ones from the link's
     /// folder), up to 40.
     fn resolve(&self, path: &str) -> String {

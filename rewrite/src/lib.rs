@@ -18,6 +18,7 @@ pub mod devname;
 pub mod diff;
 pub mod edit;
 pub mod guest_files;
+pub mod patch;
 
 pub use context::{Context, DeviceNaming, GuestVolume, MacFate, NetworkMode, Target};
 pub use devname::{Bus, DevRef};

@@ -1,0 +1,426 @@
+//! GRUB 2: the generated config (`grub.cfg`), the generator's input (`/etc/default/grub`,
+//! `/etc/default/grub.d/*.cfg`, RHEL's `/etc/sysconfig/grub`, SUSE's
+//! `/etc/sysconfig/bootloader`), BLS entries (`/boot/loader/entries/*.conf`) and the
+//! environment block (`grubenv`, where RHEL 8 keeps `kernelopts`). Both the output and the
+//! input of `grub-mkconfig` are edited, so a later run inside the guest keeps the change.
+//! Every command line goes through [`cmdline::rewrite`]; `search --fs-uuid` and
+//! `set root=` name disks the way GRUB finds them and are kept.
+
+use super::cmdline;
+use super::fields::fields;
+use crate::context::{Context, SpecForm, Target};
+use crate::edit::{lines_with_endings, split_ending, LineEditor, Patched, Warning};
+
+fn push_warnings(ed: &mut LineEditor, n: usize, w: Vec<String>) {
+    for m in w {
+        ed.warn(Some(n), m);
+    }
+}
+
+/// Rewrites the command line that starts at byte `at` of `body` (to the end of the line).
+fn rewrite_tail(ed: &mut LineEditor, n: usize, raw: &str, body: &str, at: usize, ctx: &Context) {
+    let (Some(head), Some(tail)) = (body.get(..at), body.get(at..)) else {
+        ed.keep(raw);
+        return;
+    };
+    let r = cmdline::rewrite(tail, ctx);
+    push_warnings(ed, n, r.warnings.clone());
+    if r.changed() {
+        ed.replace(n, raw, &format!("{head}{}", r.line), r.reason());
+    } else {
+        ed.keep(raw);
+    }
+}
+
+/// A quoted (or bare) shell-style value starting at `at`: (content range, quote char).
+fn quoted_value(body: &str, at: usize) -> Option<(std::ops::Range<usize>, Option<char>)> {
+    let rest = body.get(at..)?;
+    match rest.chars().next() {
+        Some(q @ ('"' | '\'')) => {
+            let inner = &rest[1..];
+            let mut end = None;
+            let mut escaped = false;
+            for (i, c) in inner.char_indices() {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' && q == '"' {
+                    escaped = true;
+                } else if c == q {
+                    end = Some(i);
+                    break;
+                }
+            }
+            let e = end?;
+            Some((at + 1..at + 1 + e, Some(q)))
+        }
+        _ => {
+            let len = rest
+                .find(|c: char| c.is_whitespace() || c == ';' || c == '#')
+                .unwrap_or(rest.len());
+            Some((at..at + len, None))
+        }
+    }
+}
+
+/// `grub.cfg`: `linux`, `linux16`, `linuxefi` command lines and `set kernelopts="..."`.
+pub fn patch_cfg(file: &str, text: &str, ctx: &Context) -> Patched {
+    let mut ed = LineEditor::new(file);
+    for (n, raw) in lines_with_endings(text) {
+        let body = split_ending(raw).0;
+        let f = fields(body);
+        let word = |i: usize| f.get(i).and_then(|r| body.get(r.clone()));
+        match word(0) {
+            Some("linux" | "linux16" | "linuxefi") if f.len() > 2 => {
+                let at = f.get(1).map_or(body.len(), |r| r.end);
+                rewrite_tail(&mut ed, n, raw, body, at, ctx);
+            }
+            Some("set") => {
+                let t = body.trim_start();
+                let at = body.len() - t.len();
+                let Some(after_set) = t.strip_prefix("set") else {
+                    ed.keep(raw);
+                    continue;
+                };
+                let ws = after_set.len() - after_set.trim_start().len();
+                let assign = after_set.trim_start();
+                let Some(v) = assign.strip_prefix("kernelopts=") else {
+                    ed.keep(raw);
+                    continue;
+                };
+                let vstart = at + 3 + ws + (assign.len() - v.len());
+                match quoted_value(body, vstart) {
+                    Some((r, _)) => {
+                        let inner = body.get(r.clone()).unwrap_or("");
+                        let new = cmdline::rewrite(inner, ctx);
+                        push_warnings(&mut ed, n, new.warnings.clone());
+                        if new.changed() {
+                            let line =
+                                format!("{}{}{}", &body[..r.start], new.line, &body[r.end..]);
+                            ed.replace(n, raw, &line, new.reason());
+                        } else {
+                            ed.keep(raw);
+                        }
+                    }
+                    None => ed.keep(raw),
+                }
+            }
+            _ => ed.keep(raw),
+        }
+    }
+    ed.finish()
+}
+
+/// Whether a `grub.cfg` only hands over to another one (the EFI stub configs Debian and
+/// RHEL put on the ESP: `search ... --set=dev`, `set prefix=...`, `configfile ...`). Such a
+/// file holds no command line and needs no change; the plan reports it.
+pub fn is_wrapper(text: &str) -> bool {
+    let mut configfile = false;
+    for l in text.lines() {
+        let first = l.split_whitespace().next().unwrap_or("");
+        match first {
+            "configfile" | "source" => configfile = true,
+            "linux" | "linux16" | "linuxefi" | "menuentry" | "blscfg" => return false,
+            _ => {}
+        }
+    }
+    configfile
+}
+
+/// Keys of `/etc/default/grub` and SUSE's `/etc/sysconfig/bootloader` that hold a kernel
+/// command line.
+const CMDLINE_KEYS: [&str; 5] = [
+    "GRUB_CMDLINE_LINUX",
+    "GRUB_CMDLINE_LINUX_DEFAULT",
+    "GRUB_CMDLINE_LINUX_RECOVERY",
+    "DEFAULT_APPEND",
+    "FAILSAFE_APPEND",
+];
+
+/// `/etc/default/grub` and its relatives: `KEY="value"` shell assignments. Command-line
+/// keys go through [`cmdline::rewrite`]; `GRUB_DEVICE=` and RHEL 6's `boot=` (the disk
+/// `grub-install` writes to) through the device rule; `GRUB_TERMINAL` that sends the menu
+/// only to a serial port becomes `console` on physical hardware. Quoting is kept.
+pub fn patch_defaults(file: &str, text: &str, ctx: &Context) -> Patched {
+    let mut ed = LineEditor::new(file);
+    for (n, raw) in lines_with_endings(text) {
+        let body = split_ending(raw).0;
+        let t = body.trim_start();
+        let lead = body.len() - t.len();
+        let (t, lead) = match t.strip_prefix("export ") {
+            Some(x) => {
+                let x2 = x.trim_start();
+                (x2, lead + (t.len() - x2.len()))
+            }
+            None => (t, lead),
+        };
+        let Some((key, _)) = t.split_once('=') else {
+            ed.keep(raw);
+            continue;
+        };
+        let vstart = lead + key.len() + 1;
+        let Some((r, quote)) = quoted_value(body, vstart) else {
+            ed.keep(raw);
+            continue;
+        };
+        let inner = body.get(r.clone()).unwrap_or("");
+        let rewrap = |new: &str| {
+            let needs_quotes = quote.is_none() && new.contains(char::is_whitespace);
+            let q = if needs_quotes { "\"" } else { "" };
+            format!("{}{q}{new}{q}{}", &body[..r.start], &body[r.end..])
+        };
+        match key {
+            "GRUB_DEVICE" | "boot" => {
+                let form = if key == "boot" {
+                    SpecForm::Path
+                } else {
+                    SpecForm::Spec
+                };
+                match ctx.rewrite_device(inner, form) {
+                    Ok(Some(x)) => ed.replace(n, raw, &rewrap(&x.new), x.reason),
+                    Ok(None) => ed.keep(raw),
+                    Err(m) => {
+                        ed.keep(raw);
+                        ed.warn(Some(n), m);
+                    }
+                }
+            }
+            k if CMDLINE_KEYS.contains(&k) => {
+                let new = cmdline::rewrite(inner, ctx);
+                push_warnings(&mut ed, n, new.warnings.clone());
+                if new.changed() {
+                    ed.replace(n, raw, &rewrap(&new.line), new.reason());
+                } else {
+                    ed.keep(raw);
+                }
+            }
+            "GRUB_TERMINAL" | "GRUB_TERMINAL_OUTPUT" | "GRUB_TERMINAL_INPUT"
+                if ctx.target == Target::Physical && inner.trim() == "serial" =>
+            {
+                ed.replace(
+                    n,
+                    raw,
+                    &rewrap("console"),
+                    "the menu went only to a serial port; a physical machine shows it on \
+                     its screen",
+                );
+            }
+            _ => ed.keep(raw),
+        }
+    }
+    ed.finish()
+}
+
+/// A BLS entry (`/boot/loader/entries/*.conf`): its `options` line.
+pub fn patch_bls(file: &str, text: &str, ctx: &Context) -> Patched {
+    let mut ed = LineEditor::new(file);
+    for (n, raw) in lines_with_endings(text) {
+        let body = split_ending(raw).0;
+        let f = fields(body);
+        let is_options = f
+            .first()
+            .and_then(|r| body.get(r.clone()))
+            .is_some_and(|w| w == "options");
+        match (is_options, f.first()) {
+            (true, Some(r)) => rewrite_tail(&mut ed, n, raw, body, r.end, ctx),
+            _ => ed.keep(raw),
+        }
+    }
+    ed.finish()
+}
+
+const GRUBENV_HEADER: &str = "# GRUB Environment Block\n";
+
+/// `grubenv`: `kernelopts=` through [`cmdline::rewrite`]. The block keeps its exact size
+/// (GRUB reads a fixed block, 1024 bytes as `grub-editenv` writes it): the `#` padding
+/// shrinks or grows; if the new line does not fit, nothing changes and a warning says so.
+pub fn patch_grubenv(file: &str, text: &str, ctx: &Context) -> Patched {
+    let mut warnings = Vec::new();
+    let Some(body_end) = text.rfind('\n').map(|i| i + 1) else {
+        return Patched::unchanged();
+    };
+    if !text.starts_with(GRUBENV_HEADER) || !text[body_end..].bytes().all(|b| b == b'#') {
+        if text.contains("kernelopts=") {
+            warnings.push(Warning::new(
+                Some(file),
+                None,
+                "not a GRUB environment block as grub-editenv writes it; left alone",
+            ));
+        }
+        return Patched {
+            warnings,
+            ..Patched::unchanged()
+        };
+    }
+    let mut ed = LineEditor::new(file);
+    for (n, raw) in lines_with_endings(&text[..body_end]) {
+        let body = split_ending(raw).0;
+        match body.strip_prefix("kernelopts=") {
+            Some(v) => {
+                let r = cmdline::rewrite(v, ctx);
+                push_warnings(&mut ed, n, r.warnings.clone());
+                if r.changed() {
+                    ed.replace(n, raw, &format!("kernelopts={}", r.line), r.reason());
+                } else {
+                    ed.keep(raw);
+                }
+            }
+            None => ed.keep(raw),
+        }
+    }
+    let mut p = ed.finish();
+    let Some(new_body) = p.text.take() else {
+        return p;
+    };
+    let Some(pad) = text.len().checked_sub(new_body.len()) else {
+        p.warnings.push(Warning::new(
+            Some(file),
+            None,
+            format!(
+                "the rewritten kernelopts do not fit in the {}-byte environment block; left \
+                 alone: run `grub2-editenv - set kernelopts=...` on the target",
+                text.len()
+            ),
+        ));
+        p.edits.clear();
+        return p;
+    };
+    let mut out = new_body;
+    out.extend(std::iter::repeat_n('#', pad));
+    p.text = Some(out);
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::patch::cmdline::tests::ctx;
+
+    const DEBIAN_CFG: &str = "\
+insmod part_msdos
+insmod ext2
+set root='hd0,msdos1'
+if [ x$feature_platform_search_hint = xy ]; then
+  search --no-floppy --fs-uuid --set=root --hint-bios=hd0,msdos1  0b8a1c2e-7f0d-4f7e-9a55-1d2b3c4d5e6f
+else
+  search --no-floppy --fs-uuid --set=root 0b8a1c2e-7f0d-4f7e-9a55-1d2b3c4d5e6f
+fi
+menuentry 'Debian GNU/Linux' --class debian --class gnu-linux --class gnu --class os $menuentry_id_option 'gnulinux-simple-9e8d' {
+\tload_video
+\tinsmod gzio
+\techo\t'Loading Linux 4.19.0-21-amd64 ...'
+\tlinux\t/vmlinuz-4.19.0-21-amd64 root=/dev/sda3 ro  quiet console=hvc0
+\techo\t'Loading initial ramdisk ...'
+\tinitrd\t/initrd.img-4.19.0-21-amd64
+}
+";
+
+    #[test]
+    fn grub_cfg_linux_lines() {
+        let c = ctx(Target::Kvm);
+        let p = patch_cfg("/boot/grub/grub.cfg", DEBIAN_CFG, &c);
+        let out = p.text.clone().unwrap();
+        assert!(out.contains(
+            "\tlinux\t/vmlinuz-4.19.0-21-amd64 root=UUID=9e8d7c6b-5a49-4838-a726-151413121110 ro  quiet console=ttyS0\n"
+        ));
+        assert_eq!(p.edits.len(), 1);
+        assert_eq!(p.edits[0].line, Some(13));
+        assert!(patch_cfg("g", &out, &c).text.is_none());
+    }
+
+    #[test]
+    fn rhel8_kernelopts_fallback() {
+        let t = "if [ -z \"${kernelopts}\" ]; then\n  set kernelopts=\"root=/dev/sda3 ro crashkernel=auto resume=/dev/sda2 rhgb quiet \"\nfi\n";
+        let p = patch_cfg("/boot/grub2/grub.cfg", t, &ctx(Target::Kvm));
+        let out = p.text.unwrap();
+        assert!(out.contains("  set kernelopts=\"root=UUID=9e8d7c6b-5a49-4838-a726-151413121110 ro crashkernel=auto resume=UUID=5c1d7e2a-3b4f-4a6e-8d9c-0e1f2a3b4c5d rhgb quiet \"\n"), "{out}");
+    }
+
+    #[test]
+    fn wrappers() {
+        let w = "search.fs_uuid 0b8a1c2e-7f0d-4f7e-9a55-1d2b3c4d5e6f root hd0,gpt2\nset prefix=($root)'/boot/grub'\nconfigfile $prefix/grub.cfg\n";
+        assert!(is_wrapper(w));
+        assert!(!is_wrapper(DEBIAN_CFG));
+    }
+
+    #[test]
+    fn default_grub() {
+        let t = "# If you change this file, run 'update-grub' afterwards\n\
+                 GRUB_DEFAULT=0\n\
+                 GRUB_TIMEOUT=5\n\
+                 GRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Debian`\n\
+                 GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\n\
+                 GRUB_CMDLINE_LINUX=\"resume=/dev/sda2 console=hvc0 xen_emul_unplug=never\"\n\
+                 GRUB_DEVICE=/dev/sda3\n\
+                 GRUB_TERMINAL=serial\n\
+                 export GRUB_CMDLINE_LINUX_RECOVERY='root=/dev/xvda3 single'\n";
+        let c = ctx(Target::Kvm);
+        let p = patch_defaults("/etc/default/grub", t, &c);
+        let out = p.text.clone().unwrap();
+        assert!(out.contains("GRUB_CMDLINE_LINUX=\"resume=UUID=5c1d7e2a-3b4f-4a6e-8d9c-0e1f2a3b4c5d console=ttyS0\"\n"), "{out}");
+        assert!(out.contains("GRUB_DEVICE=UUID=9e8d7c6b-5a49-4838-a726-151413121110\n"));
+        assert!(out.contains("export GRUB_CMDLINE_LINUX_RECOVERY='root=UUID=9e8d7c6b-5a49-4838-a726-151413121110 single'\n"));
+        assert!(out.contains("GRUB_TERMINAL=serial\n"));
+        assert!(out.contains("`lsb_release -i -s 2> /dev/null || echo Debian`"));
+        assert_eq!(p.edits.len(), 3);
+        assert!(patch_defaults("d", &out, &c).text.is_none());
+        let p = patch_defaults("d", t, &ctx(Target::Physical));
+        assert!(p.text.unwrap().contains("GRUB_TERMINAL=console\n"));
+    }
+
+    #[test]
+    fn rhel6_sysconfig_grub_and_suse_bootloader() {
+        let c = ctx(Target::Kvm);
+        let p = patch_defaults("/etc/sysconfig/grub", "boot=/dev/sda\nforcelba=0\n", &c);
+        assert_eq!(p.text.as_deref(), Some("boot=/dev/vda\nforcelba=0\n"));
+        let t = "LOADER_TYPE=\"grub\"\nDEFAULT_APPEND=\"resume=/dev/xvda2 splash=silent showopts\"\nXEN_KERNEL_APPEND=\"console=xvc0\"\n";
+        let p = patch_defaults("/etc/sysconfig/bootloader", t, &c);
+        let out = p.text.unwrap();
+        assert!(out.contains("DEFAULT_APPEND=\"resume=UUID=5c1d7e2a-3b4f-4a6e-8d9c-0e1f2a3b4c5d splash=silent showopts\""));
+        assert!(out.contains("XEN_KERNEL_APPEND=\"console=xvc0\""));
+    }
+
+    #[test]
+    fn bls_entry() {
+        let t = "title Red Hat Enterprise Linux (4.18.0-513.el8.x86_64) 8.9 (Ootpa)\n\
+                 version 4.18.0-513.el8.x86_64\n\
+                 linux /vmlinuz-4.18.0-513.el8.x86_64\n\
+                 initrd /initramfs-4.18.0-513.el8.x86_64.img $tuned_initrd\n\
+                 options root=/dev/sda3 ro resume=/dev/mapper/rhel-swap rd.lvm.lv=rhel/swap console=hvc0\n\
+                 id rhel-20231012-4.18.0-513.el8.x86_64\n\
+                 grub_users $grub_users\n";
+        let c = ctx(Target::Kvm);
+        let p = patch_bls("/boot/loader/entries/x.conf", t, &c);
+        let out = p.text.unwrap();
+        assert!(out.contains("options root=UUID=9e8d7c6b-5a49-4838-a726-151413121110 ro resume=/dev/mapper/rhel-swap rd.lvm.lv=rhel/swap console=ttyS0\n"));
+        assert!(patch_bls("b", "options $kernelopts\n", &c).text.is_none());
+    }
+
+    fn grubenv(vars: &str) -> String {
+        let mut s = format!("{GRUBENV_HEADER}{vars}");
+        let pad = 1024 - s.len();
+        s.extend(std::iter::repeat_n('#', pad));
+        s
+    }
+
+    #[test]
+    fn grubenv_keeps_1024_bytes() {
+        let t = grubenv("saved_entry=ffd8-4.18.0-513.el8.x86_64\nkernelopts=root=/dev/sda3 ro console=hvc0 \nboot_success=0\n");
+        let c = ctx(Target::Kvm);
+        let p = patch_grubenv("/boot/grub2/grubenv", &t, &c);
+        let out = p.text.unwrap();
+        assert_eq!(out.len(), 1024);
+        assert!(out.contains("\nkernelopts=root=UUID=9e8d7c6b-5a49-4838-a726-151413121110 ro console=ttyS0 \nboot_success=0\n#"));
+        assert_eq!(p.edits.len(), 1);
+        assert!(patch_grubenv("e", &out, &c).text.is_none());
+        // No room: left alone with a warning.
+        let long = format!(
+            "kernelopts=root=/dev/sda3 {}\n",
+            "x".repeat(1024 - 28 - GRUBENV_HEADER.len())
+        );
+        let t = grubenv(&long);
+        let p = patch_grubenv("e", &t, &c);
+        assert!(p.text.is_none());
+        assert!(p.edits.is_empty());
+        assert_eq!(p.warnings.len(), 1);
+    }
+}
