@@ -7,6 +7,7 @@ mod exit;
 mod guest;
 mod human;
 mod info;
+mod inspect;
 mod ls;
 mod map;
 mod mount;
@@ -63,6 +64,7 @@ enum Command {
     Mount(mount::MountArgs),
     Ls(ls::LsArgs),
     Cat(cat::CatArgs),
+    Inspect(inspect::InspectArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         Command::Mount(a) => mount::run(a),
         Command::Ls(a) => ls::run(a),
         Command::Cat(a) => cat::run(a),
+        Command::Inspect(a) => inspect::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
