@@ -221,11 +221,7 @@ pub fn guest_tree(v: &Volumes, select: Option<&str>) -> Result<(GuestTree, Vec<S
         })?;
         return Ok((GuestTree::new(fs, vol.name.clone()), Vec::new()));
     }
-    let roots: Vec<&Volume> = v
-        .volumes
-        .iter()
-        .filter(|x| x.fs.as_deref().is_some_and(is_root))
-        .collect();
+    let roots = roots(v);
     let root = match roots.as_slice() {
         [one] => *one,
         [] => bail!("no root filesystem found (one holding /etc/fstab and an os-release file); volumes: {}; pick one with IMAGE@N or IMAGE@VG/LV", names(v)),
@@ -234,6 +230,19 @@ pub fn guest_tree(v: &Volumes, select: Option<&str>) -> Result<(GuestTree, Vec<S
             many.iter().map(|x| x.name.as_str()).collect::<Vec<_>>().join(", ")
         ),
     };
+    tree_for_root(v, root)
+}
+
+/// Every volume that holds a guest root (an /etc/fstab and an OS release file).
+pub fn roots(v: &Volumes) -> Vec<&Volume> {
+    v.volumes
+        .iter()
+        .filter(|x| x.fs.as_deref().is_some_and(is_root))
+        .collect()
+}
+
+/// The guest's tree with `root` as its root filesystem and its fstab mounts attached.
+pub fn tree_for_root(v: &Volumes, root: &Volume) -> Result<(GuestTree, Vec<String>)> {
     let Some(root_fs) = root.fs.clone() else {
         bail!("the root filesystem cannot be read")
     };

@@ -8,6 +8,7 @@ mod exit;
 mod guest;
 mod human;
 mod info;
+mod inspect;
 mod ls;
 mod map;
 mod mount;
@@ -67,6 +68,7 @@ enum Command {
     Write(edit::WriteArgs),
     Rm(edit::RmArgs),
     Mkdir(edit::MkdirArgs),
+    Inspect(inspect::InspectArgs),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +83,7 @@ fn main() -> ExitCode {
         Command::Write(a) => edit::run_write(a),
         Command::Rm(a) => edit::run_rm(a),
         Command::Mkdir(a) => edit::run_mkdir(a),
+        Command::Inspect(a) => inspect::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,6 +19,8 @@ pub mod diff;
 pub mod edit;
 pub mod guest_files;
 pub mod patch;
+pub mod inspect;
+pub mod net;
 
 pub use context::{Context, DeviceNaming, GuestVolume, MacFate, NetworkMode, Target};
 pub use devname::{Bus, DevRef};
