@@ -17,6 +17,7 @@ pub mod context;
 pub mod devname;
 pub mod edit;
 pub mod guest_files;
+pub mod initramfs;
 
 pub use context::{Context, DeviceNaming, GuestVolume, MacFate, NetworkMode, Target};
 pub use devname::{Bus, DevRef};
