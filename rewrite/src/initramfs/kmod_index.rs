@@ -82,6 +82,55 @@ impl Node {
         self.own_size() + self.children.values().map(Node::total_size).sum::<usize>()
     }
 
+    /// Children first, then the node (kmod before v34): returns the node's offset with
+    /// its flags.
+    fn write_post(&self, out: &mut Vec<u8>) -> Result<u32, InitramfsError> {
+        let mut offs = Vec::new();
+        if let (Some((&first, _)), Some((&last, _))) = (
+            self.children.first_key_value(),
+            self.children.last_key_value(),
+        ) {
+            for ch in first..=last {
+                offs.push(match self.children.get(&ch) {
+                    None => 0,
+                    Some(c) => c.write_post(out)?,
+                });
+            }
+        }
+        let offset = u32::try_from(out.len())
+            .ok()
+            .filter(|&o| o <= F_MASK)
+            .ok_or_else(too_big)?;
+        if !self.prefix.is_empty() {
+            out.extend_from_slice(&self.prefix);
+            out.push(0);
+        }
+        if let (Some((&first, _)), Some((&last, _))) = (
+            self.children.first_key_value(),
+            self.children.last_key_value(),
+        ) {
+            out.push(first);
+            out.push(last);
+            for o in offs {
+                out.extend_from_slice(&o.to_be_bytes());
+            }
+        }
+        self.write_values(out);
+        Ok(offset | self.mask())
+    }
+
+    fn write_values(&self, out: &mut Vec<u8>) {
+        if !self.values.is_empty() {
+            out.extend_from_slice(&(self.values.len() as u32).to_be_bytes());
+            for (p, v) in &self.values {
+                out.extend_from_slice(&p.to_be_bytes());
+                out.extend_from_slice(v);
+                out.push(0);
+            }
+        }
+    }
+
+    /// The node, then its children (kmod v34 and later).
     fn write(&self, out: &mut Vec<u8>) -> Result<(), InitramfsError> {
         let offset = out.len();
         if !self.prefix.is_empty() {
@@ -109,14 +158,7 @@ impl Node {
                 }
             }
         }
-        if !self.values.is_empty() {
-            out.extend_from_slice(&(self.values.len() as u32).to_be_bytes());
-            for (p, v) in &self.values {
-                out.extend_from_slice(&p.to_be_bytes());
-                out.extend_from_slice(v);
-                out.push(0);
-            }
-        }
+        self.write_values(out);
         for c in self.children.values() {
             c.write(out)?;
         }
@@ -126,6 +168,17 @@ impl Node {
 
 fn too_big() -> InitramfsError {
     InitramfsError::Unsupported("a module index larger than 256 MiB".into())
+}
+
+/// Where nodes sit in the file. libkmod reads both (every link is an offset); depmod
+/// wrote children before their parent up to kmod 33 and parents first since kmod 34.
+/// The default is the older layout, which the distributions this tool converts (and the
+/// kmod inside their initramfs images) were built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NodeOrder {
+    PreOrder,
+    #[default]
+    PostOrder,
 }
 
 /// Builds one index file.
@@ -188,12 +241,27 @@ impl IndexBuilder {
         }
     }
 
+    /// The file, nodes in the order depmod writes them by default here
+    /// ([`NodeOrder::default`]).
     pub fn to_bytes(&self) -> Result<Vec<u8>, InitramfsError> {
+        self.to_bytes_in(NodeOrder::default())
+    }
+
+    pub fn to_bytes_in(&self, order: NodeOrder) -> Result<Vec<u8>, InitramfsError> {
         let mut out = Vec::with_capacity(12 + self.root.total_size());
         out.extend_from_slice(&MAGIC.to_be_bytes());
         out.extend_from_slice(&VERSION.to_be_bytes());
-        out.extend_from_slice(&(12 | self.root.mask()).to_be_bytes());
-        self.root.write(&mut out)?;
+        match order {
+            NodeOrder::PreOrder => {
+                out.extend_from_slice(&(12 | self.root.mask()).to_be_bytes());
+                self.root.write(&mut out)?;
+            }
+            NodeOrder::PostOrder => {
+                out.extend_from_slice(&[0; 4]);
+                let root = self.root.write_post(&mut out)?;
+                out[8..12].copy_from_slice(&root.to_be_bytes());
+            }
+        }
         if out.len() > F_MASK as usize {
             return Err(too_big());
         }
@@ -203,11 +271,15 @@ impl IndexBuilder {
 
 /// modules.dep.bin: module name -> its modules.dep line.
 pub fn dep_bin(dep: &ModulesDep) -> Result<Vec<u8>, InitramfsError> {
+    dep_index(dep)?.to_bytes()
+}
+
+pub fn dep_index(dep: &ModulesDep) -> Result<IndexBuilder, InitramfsError> {
     let mut b = IndexBuilder::new();
     for (i, e) in dep.entries().iter().enumerate() {
         b.insert(&e.name, &e.line(), i as u32)?;
     }
-    b.to_bytes()
+    Ok(b)
 }
 
 /// What depmod does to an alias before indexing it: "-" becomes "_" outside bracket
@@ -242,6 +314,14 @@ pub fn normalize_alias(alias: &str) -> Option<String> {
 /// priority is its module's position in modules.dep (lines for modules not there are
 /// skipped, as depmod only writes aliases of modules it knows).
 pub fn alias_bin(text: &str, dep: &ModulesDep, normalize: bool) -> Result<Vec<u8>, InitramfsError> {
+    alias_index(text, dep, normalize)?.to_bytes()
+}
+
+pub fn alias_index(
+    text: &str,
+    dep: &ModulesDep,
+    normalize: bool,
+) -> Result<IndexBuilder, InitramfsError> {
     let mut b = IndexBuilder::new();
     for (pat, module) in modules_dep::parse_aliases(text) {
         let Some(idx) = dep.index_of(&module) else {
@@ -257,11 +337,15 @@ pub fn alias_bin(text: &str, dep: &ModulesDep, normalize: bool) -> Result<Vec<u8
         };
         b.insert(&key, &module, idx as u32)?;
     }
-    b.to_bytes()
+    Ok(b)
 }
 
 /// modules.builtin.bin: each built-in module's name with an empty value.
 pub fn builtin_bin(text: &str) -> Result<Vec<u8>, InitramfsError> {
+    builtin_index(text)?.to_bytes()
+}
+
+pub fn builtin_index(text: &str) -> Result<IndexBuilder, InitramfsError> {
     let mut b = IndexBuilder::new();
     for line in text.lines() {
         if !line.starts_with(|c: char| c.is_ascii_alphabetic()) {
@@ -271,7 +355,7 @@ pub fn builtin_bin(text: &str) -> Result<Vec<u8>, InitramfsError> {
             b.insert(&n, "", 0)?;
         }
     }
-    b.to_bytes()
+    Ok(b)
 }
 
 /// A reader, for checks and tests: bounded, never panics on hostile bytes.
@@ -440,7 +524,15 @@ mod tests {
             b.insert(k, &format!("v{i}"), i as u32).unwrap();
         }
         b.insert("on", "second", 0).unwrap();
-        let bytes = b.to_bytes().unwrap();
+        let pre = b.to_bytes_in(NodeOrder::PreOrder).unwrap();
+        let post = b.to_bytes_in(NodeOrder::PostOrder).unwrap();
+        assert_eq!(pre.len(), post.len());
+        assert_ne!(pre, post);
+        let bytes = post;
+        assert_eq!(
+            Index::open(&pre).unwrap().entries(100).unwrap(),
+            Index::open(&bytes).unwrap().entries(100).unwrap()
+        );
         let idx = Index::open(&bytes).unwrap();
         assert_eq!(idx.lookup("once").unwrap(), [(3, "v3".to_string())]);
         assert_eq!(
