@@ -21,6 +21,7 @@ pub mod guest_files;
 pub mod patch;
 pub mod inspect;
 pub mod net;
+pub mod v2v;
 pub mod initramfs;
 
 pub use context::{Context, DeviceNaming, GuestVolume, MacFate, NetworkMode, Target};
