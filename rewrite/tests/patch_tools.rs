@@ -190,7 +190,15 @@ fn fstab_parsed_by_libmount() {
              .host:/ /mnt/hgfs fuse.vmhgfs-fuse allow_other,defaults 0 0\n\
              /dev/sdb1 /data ext4 defaults 0 2\n\
              proc /proc proc defaults 0 0";
-    let p = fstab::patch("/etc/fstab", t, &ctx(Target::Kvm));
+    let mut c = ctx(Target::Kvm);
+    c.volumes.push(GuestVolume {
+        disk: Some(0),
+        partition: Some(4),
+        label: Some("my data".into()),
+        ..Default::default()
+    });
+    let t = format!("{t}\n/dev/sda4 /srv xfs defaults 0 0\n");
+    let p = fstab::patch("/etc/fstab", &t, &c);
     let new = p.text.expect("changed");
     assert_eq!(p.warnings.len(), 1, "sdb1 matches no disk");
     let d = TempDir::new("fstab");
@@ -203,9 +211,17 @@ fn fstab_parsed_by_libmount() {
              UUID=0b8a1c2e-7f0d-4f7e-9a55-1d2b3c4d5e6f /boot ext4 defaults,nofail\n\
              UUID={SWAP} none swap sw\n\
              /dev/sdb1 /data ext4 defaults\n\
-             proc /proc proc defaults\n"
+             proc /proc proc defaults\n\
+             LABEL=my\\x20data /srv xfs defaults\n"
         )
     );
+    // -J prints the decoded value: the label with its space.
+    let json = run(Command::new("findmnt")
+        .arg("--fstab")
+        .arg("--tab-file")
+        .arg(d.path("fstab"))
+        .args(["-J", "-o", "SOURCE", "/srv"]));
+    assert!(json.contains("\"LABEL=my data\""), "{json}");
 }
 
 #[test]

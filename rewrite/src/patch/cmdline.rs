@@ -119,6 +119,7 @@ fn device_option(
 ) -> Result<Option<(String, String)>, String> {
     let unquoted = value.trim_matches('"');
     match ctx.rewrite_device(unquoted, SpecForm::Spec) {
+        Ok(Some(r)) if super::splits_field(&r.new) => Err(super::unwritable(value, &r.new)),
         Ok(Some(r)) => Ok(Some((format!("{key}={}", r.new), r.reason))),
         Ok(None) => Ok(None),
         Err(m) => Err(format!("{key}={value}: {m}")),

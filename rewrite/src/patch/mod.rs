@@ -33,6 +33,17 @@ pub fn disabled(line: &str) -> String {
     format!("{DISABLED_PREFIX}{line}")
 }
 
+/// A device name that would split a whitespace-separated field (a label with a space):
+/// the caller escapes it where the format can, and otherwise warns and leaves the line.
+pub(crate) fn splits_field(name: &str) -> bool {
+    name.contains(char::is_whitespace)
+}
+
+/// The warning for a new name that cannot be written in a whitespace-separated field.
+pub(crate) fn unwritable(old: &str, new: &str) -> String {
+    format!("{old} would become \"{new}\", which holds whitespace and cannot be written here; left as is: give the filesystem a label or UUID without spaces")
+}
+
 /// Whether a config line is a comment or blank (`#` after optional whitespace).
 pub(crate) fn is_comment_or_blank(body: &str) -> bool {
     let t = body.trim_start();

@@ -27,6 +27,10 @@ pub fn patch(file: &str, text: &str, ctx: &Context) -> Patched {
             _ => (None, value.trim_end()),
         };
         match ctx.rewrite_device(inner, SpecForm::Spec) {
+            Ok(Some(r)) if super::splits_field(&r.new) => {
+                ed.keep(raw);
+                ed.warn(Some(n), super::unwritable(inner, &r.new));
+            }
             Ok(Some(r)) => {
                 let q = quote.map(String::from).unwrap_or_default();
                 let new = format!("{}{key}={q}{}{q}", &body[..indent], r.new);
