@@ -20,6 +20,7 @@ pub mod mdadm;
 pub mod modprobe;
 pub mod plan;
 pub mod resume;
+pub mod sysconfig_kernel;
 pub mod xorg;
 
 pub use plan::{plan, plan_with, Action, FileChange, Plan, PlanOptions, PlanStep, TextKind};

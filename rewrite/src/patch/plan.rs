@@ -9,7 +9,7 @@
 
 use super::{
     caches, cmdline, console, crypttab, device_map, fstab, grub2, grub_legacy, hypervisor,
-    lvm_conf, mdadm, modprobe, resume, xorg,
+    lvm_conf, mdadm, modprobe, resume, sysconfig_kernel, xorg,
 };
 use crate::context::Context;
 use crate::edit::{Edit, Patched, Warning};
@@ -106,10 +106,11 @@ pub enum TextKind {
     Inittab,
     Securetty,
     KernelCmdline,
+    SysconfigKernel,
 }
 
 impl TextKind {
-    pub const ALL: [TextKind; 16] = [
+    pub const ALL: [TextKind; 17] = [
         TextKind::Fstab,
         TextKind::Crypttab,
         TextKind::Mdadm,
@@ -126,6 +127,7 @@ impl TextKind {
         TextKind::Inittab,
         TextKind::Securetty,
         TextKind::KernelCmdline,
+        TextKind::SysconfigKernel,
     ];
 
     /// Where files of this kind live; `*` matches within one path component.
@@ -183,6 +185,7 @@ impl TextKind {
             TextKind::Inittab => &["/etc/inittab"],
             TextKind::Securetty => &["/etc/securetty"],
             TextKind::KernelCmdline => &["/etc/kernel/cmdline"],
+            TextKind::SysconfigKernel => &["/etc/sysconfig/kernel"],
         }
     }
 
@@ -217,6 +220,7 @@ impl TextKind {
             TextKind::Inittab => console::patch_inittab(file, text, ctx),
             TextKind::Securetty => console::patch_securetty(file, text, ctx),
             TextKind::KernelCmdline => cmdline::patch_file(file, text, ctx),
+            TextKind::SysconfigKernel => sysconfig_kernel::patch(file, text, ctx),
         }
     }
 }
