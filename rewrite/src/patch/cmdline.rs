@@ -119,6 +119,7 @@ fn device_option(
 ) -> Result<Option<(String, String)>, String> {
     let unquoted = value.trim_matches('"');
     match ctx.rewrite_device(unquoted, SpecForm::Spec) {
+        Ok(Some(r)) if super::splits_field(&r.new) => Err(super::unwritable(value, &r.new)),
         Ok(Some(r)) => Ok(Some((format!("{key}={}", r.new), r.reason))),
         Ok(None) => Ok(None),
         Err(m) => Err(format!("{key}={value}: {m}")),
@@ -284,6 +285,31 @@ pub fn rewrite(line: &str, ctx: &Context) -> Rewrite {
     }
 }
 
+/// A file of command lines: `/etc/kernel/cmdline` (what `kernel-install` gives new kernels
+/// on RHEL 9, Fedora and systemd-boot guests) and dracut's `etc/cmdline.d/*.conf` inside an
+/// initramfs. Every line that is not a comment is a command line.
+pub fn patch_file(file: &str, text: &str, ctx: &Context) -> crate::Patched {
+    use crate::edit::{lines_with_endings, split_ending, LineEditor};
+    let mut ed = LineEditor::new(file);
+    for (n, raw) in lines_with_endings(text) {
+        let body = split_ending(raw).0;
+        if super::is_comment_or_blank(body) {
+            ed.keep(raw);
+            continue;
+        }
+        let r = rewrite(body, ctx);
+        for w in &r.warnings {
+            ed.warn(Some(n), w.clone());
+        }
+        if r.changed() {
+            ed.replace(n, raw, &r.line, r.reason());
+        } else {
+            ed.keep(raw);
+        }
+    }
+    ed.finish()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -398,6 +424,27 @@ pub(crate) mod tests {
         );
         assert!(!r.changed());
         assert_eq!(r.warnings.len(), 3, "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn cmdline_files() {
+        let c = ctx(Target::Kvm);
+        let p = patch_file(
+            "/etc/kernel/cmdline",
+            "root=/dev/sda3 ro console=hvc0 rhgb quiet\n",
+            &c,
+        );
+        assert_eq!(
+            p.text.as_deref(),
+            Some("root=UUID=9e8d7c6b-5a49-4838-a726-151413121110 ro console=ttyS0 rhgb quiet\n")
+        );
+        assert_eq!(p.edits.len(), 1);
+        let p = patch_file(
+            "etc/cmdline.d/90lvm.conf",
+            "# lvm\n rd.lvm.lv=vg/root \n",
+            &c,
+        );
+        assert!(p.text.is_none());
     }
 
     #[test]

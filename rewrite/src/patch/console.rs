@@ -49,21 +49,30 @@ pub fn patch_inittab(file: &str, text: &str, ctx: &Context) -> Patched {
             continue;
         };
         let process = &body[pstart..];
-        let hit = fields(process).into_iter().find_map(|r| {
-            let w = process.get(r.clone())?;
-            hypervisor_tty(w).map(|(p, d)| (r, p.to_string(), d.to_string()))
-        });
-        let Some((r, prefix, dev)) = hit else {
+        let hits: Vec<(std::ops::Range<usize>, String, String)> = fields(process)
+            .into_iter()
+            .filter_map(|r| {
+                let w = process.get(r.clone())?;
+                hypervisor_tty(w).map(|(p, d)| (r, p.to_string(), d.to_string()))
+            })
+            .collect();
+        let Some(dev) = hits.first().map(|h| h.2.clone()) else {
             ed.keep(raw);
             continue;
         };
         match serial {
             Some(s) if !have_serial => {
-                let new = format!(
-                    "{}{prefix}{s}{}",
-                    &body[..pstart + r.start],
-                    &body[pstart + r.end..]
-                );
+                // Every mention on the line (`agetty xvc0 ... xvc0`), so none is left for
+                // a second pass to find.
+                let mut new = body[..pstart].to_string();
+                let mut pos = 0;
+                for (r, prefix, _) in &hits {
+                    new.push_str(process.get(pos..r.start).unwrap_or(""));
+                    new.push_str(prefix);
+                    new.push_str(s);
+                    pos = r.end;
+                }
+                new.push_str(process.get(pos..).unwrap_or(""));
                 have_serial = true;
                 ed.replace(
                     n,
@@ -178,6 +187,12 @@ co:2345:respawn:/sbin/agetty xvc0 9600 vt100-nav
         let both = format!("{INITTAB}S0:2345:respawn:/sbin/agetty -L 115200 ttyS0 vt102\n");
         let p = patch_inittab("i", &both, &c);
         assert!(p.text.unwrap().contains("# disabled by transplant: co:"));
+        // Found by fuzzing: two mentions on one line, both rewritten at once.
+        let twice = "co:2345:respawn:/sbin/agetty xvc0 9600 -- xvc0\n";
+        let p = patch_inittab("i", twice, &c);
+        let out = p.text.unwrap();
+        assert_eq!(out, "co:2345:respawn:/sbin/agetty ttyS0 9600 -- ttyS0\n");
+        assert!(patch_inittab("i", &out, &c).text.is_none());
         let hvc = "h0:2345:respawn:/sbin/agetty -L 38400 /dev/hvc0\n";
         let p = patch_inittab("i", hvc, &c);
         assert_eq!(

@@ -26,6 +26,9 @@ pub fn patch(file: &str, text: &str, ctx: &Context) -> Patched {
                 continue;
             }
             match ctx.rewrite_device(dev, form) {
+                Ok(Some(r)) if super::splits_field(&r.new) => {
+                    ed.warn(Some(n), super::unwritable(dev, &r.new));
+                }
                 Ok(Some(r)) => {
                     line = replace_field(&line, &cur, idx, &r.new);
                     reasons.push(r.reason);

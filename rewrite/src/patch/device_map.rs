@@ -19,6 +19,10 @@ pub fn patch(file: &str, text: &str, ctx: &Context) -> Patched {
             continue;
         };
         match ctx.rewrite_device(dev, SpecForm::Path) {
+            Ok(Some(r)) if super::splits_field(&r.new) => {
+                ed.keep(raw);
+                ed.warn(Some(n), super::unwritable(dev, &r.new));
+            }
             Ok(Some(r)) => ed.replace(n, raw, &replace_field(body, &f, 1, &r.new), r.reason),
             Ok(None) => ed.keep(raw),
             Err(m) => {

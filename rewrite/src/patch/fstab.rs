@@ -44,7 +44,9 @@ pub fn patch(file: &str, text: &str, ctx: &Context) -> Patched {
         };
         match ctx.rewrite_device(dev, SpecForm::Spec) {
             Ok(Some(r)) => {
-                let new = replace_field(body, &f, 0, &r.new);
+                // fstab's own escape for whitespace in a field (libmount, fstab(5)).
+                let escaped = r.new.replace(' ', "\\040").replace('\t', "\\011");
+                let new = replace_field(body, &f, 0, &escaped);
                 ed.replace(n, raw, &new, r.reason);
             }
             Ok(None) => ed.keep(raw),
@@ -135,6 +137,17 @@ proc                    /proc                   proc    defaults        0 0
         assert!(patch("/etc/fstab", done, &ctx(Target::Physical))
             .text
             .is_none());
+    }
+
+    #[test]
+    fn label_with_space_is_escaped() {
+        let mut c = ctx(Target::Kvm);
+        c.volumes[4].label = Some("my data".into());
+        let p = patch("/etc/fstab", "/dev/sda4 /srv ext4 defaults 0 2\n", &c);
+        assert_eq!(
+            p.text.as_deref(),
+            Some("LABEL=my\\040data /srv ext4 defaults 0 2\n")
+        );
     }
 
     #[test]

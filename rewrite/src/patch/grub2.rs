@@ -176,6 +176,10 @@ pub fn patch_defaults(file: &str, text: &str, ctx: &Context) -> Patched {
                     SpecForm::Spec
                 };
                 match ctx.rewrite_device(inner, form) {
+                    Ok(Some(x)) if super::splits_field(&x.new) => {
+                        ed.keep(raw);
+                        ed.warn(Some(n), super::unwritable(inner, &x.new));
+                    }
                     Ok(Some(x)) => ed.replace(n, raw, &rewrap(&x.new), x.reason),
                     Ok(None) => ed.keep(raw),
                     Err(m) => {

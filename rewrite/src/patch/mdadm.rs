@@ -82,9 +82,9 @@ fn member_on_target(dev: &str, ctx: &Context) -> Result<Option<String>, String> 
 
 fn has_uuid(logical: &str) -> bool {
     fields(logical).iter().any(|r| {
-        logical
-            .get(r.clone())
-            .is_some_and(|w| w.len() > 5 && w[..5].eq_ignore_ascii_case("uuid="))
+        logical.get(r.clone()).is_some_and(|w| {
+            w.len() > 5 && w.get(..5).is_some_and(|k| k.eq_ignore_ascii_case("uuid="))
+        })
     })
 }
 
@@ -142,10 +142,10 @@ pub fn patch(file: &str, text: &str, ctx: &Context) -> Patched {
     let mut i = 0;
     while i < lines.len() {
         let start = i;
-        let mut joined = split_ending(lines[i].1).0.to_string();
+        let mut joined = lines.get(i).map_or("", |l| split_ending(l.1).0).to_string();
         i += 1;
-        while i < lines.len() {
-            let b = split_ending(lines[i].1).0;
+        while let Some(&(_, next)) = lines.get(i) {
+            let b = split_ending(next).0;
             if b.starts_with([' ', '\t']) && !is_comment_or_blank(b) {
                 joined.push(' ');
                 joined.push_str(b);
@@ -220,14 +220,16 @@ pub fn patch(file: &str, text: &str, ctx: &Context) -> Patched {
         }
         let f = fields(body);
         let Some(di) = f.iter().position(|r| {
-            body.get(r.clone())
-                .is_some_and(|w| w.len() >= 8 && w[..8].eq_ignore_ascii_case("devices="))
+            body.get(r.clone()).is_some_and(|w| {
+                w.get(..8)
+                    .is_some_and(|k| k.eq_ignore_ascii_case("devices="))
+            })
         }) else {
             ed.keep(raw);
             continue;
         };
-        let word = body.get(f[di].clone()).unwrap_or("");
-        let list = &word[8..];
+        let word = f.get(di).and_then(|r| body.get(r.clone())).unwrap_or("");
+        let list = word.get(8..).unwrap_or("");
         let uses_old = list.split(',').any(|d| old_name(d, ctx));
         if !uses_old {
             ed.keep(raw);

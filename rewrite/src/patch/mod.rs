@@ -20,6 +20,7 @@ pub mod mdadm;
 pub mod modprobe;
 pub mod plan;
 pub mod resume;
+pub mod sysconfig_kernel;
 pub mod xorg;
 
 pub use plan::{plan, plan_with, Action, FileChange, Plan, PlanOptions, PlanStep, TextKind};
@@ -31,6 +32,17 @@ pub const DISABLED_PREFIX: &str = "# disabled by transplant: ";
 /// `line` (without its ending) commented out with [`DISABLED_PREFIX`].
 pub fn disabled(line: &str) -> String {
     format!("{DISABLED_PREFIX}{line}")
+}
+
+/// A device name that would split a whitespace-separated field (a label with a space):
+/// the caller escapes it where the format can, and otherwise warns and leaves the line.
+pub(crate) fn splits_field(name: &str) -> bool {
+    name.contains(char::is_whitespace)
+}
+
+/// The warning for a new name that cannot be written in a whitespace-separated field.
+pub(crate) fn unwritable(old: &str, new: &str) -> String {
+    format!("{old} would become \"{new}\", which holds whitespace and cannot be written here; left as is: give the filesystem a label or UUID without spaces")
 }
 
 /// Whether a config line is a comment or blank (`#` after optional whitespace).

@@ -8,8 +8,8 @@
 //! guest.
 
 use super::{
-    caches, console, crypttab, device_map, fstab, grub2, grub_legacy, hypervisor, lvm_conf, mdadm,
-    modprobe, resume, xorg,
+    caches, cmdline, console, crypttab, device_map, fstab, grub2, grub_legacy, hypervisor,
+    lvm_conf, mdadm, modprobe, resume, sysconfig_kernel, xorg,
 };
 use crate::context::Context;
 use crate::edit::{Edit, Patched, Warning};
@@ -105,10 +105,12 @@ pub enum TextKind {
     Modprobe,
     Inittab,
     Securetty,
+    KernelCmdline,
+    SysconfigKernel,
 }
 
 impl TextKind {
-    pub const ALL: [TextKind; 15] = [
+    pub const ALL: [TextKind; 17] = [
         TextKind::Fstab,
         TextKind::Crypttab,
         TextKind::Mdadm,
@@ -124,6 +126,8 @@ impl TextKind {
         TextKind::Modprobe,
         TextKind::Inittab,
         TextKind::Securetty,
+        TextKind::KernelCmdline,
+        TextKind::SysconfigKernel,
     ];
 
     /// Where files of this kind live; `*` matches within one path component.
@@ -180,6 +184,8 @@ impl TextKind {
             ],
             TextKind::Inittab => &["/etc/inittab"],
             TextKind::Securetty => &["/etc/securetty"],
+            TextKind::KernelCmdline => &["/etc/kernel/cmdline"],
+            TextKind::SysconfigKernel => &["/etc/sysconfig/kernel"],
         }
     }
 
@@ -213,6 +219,8 @@ impl TextKind {
             TextKind::Modprobe => modprobe::patch(file, text, ctx),
             TextKind::Inittab => console::patch_inittab(file, text, ctx),
             TextKind::Securetty => console::patch_securetty(file, text, ctx),
+            TextKind::KernelCmdline => cmdline::patch_file(file, text, ctx),
+            TextKind::SysconfigKernel => sysconfig_kernel::patch(file, text, ctx),
         }
     }
 }
@@ -593,6 +601,80 @@ mod tests {
                 "/boot/efi/EFI/redhat/grub.cfg"
             ]
         );
+    }
+
+    /// A RHEL 5 Xen PV guest: GRUB legacy reached through two links, a PV kernel as default.
+    fn rhel5_xen() -> MemGuest {
+        MemGuest::new()
+            .file(
+                "/etc/fstab",
+                "LABEL=/ / ext3 defaults 1 1\n/dev/xvda2 swap swap defaults 0 0\n",
+            )
+            .file(
+                "/boot/grub/grub.conf",
+                "default=0\ntimeout=5\n\
+                 title CentOS (2.6.18-398.el5xen)\n\troot (hd0,0)\n\
+                 \tkernel /vmlinuz-2.6.18-398.el5xen ro root=LABEL=/ console=xvc0\n\
+                 \tinitrd /initrd-2.6.18-398.el5xen.img\n\
+                 title CentOS (2.6.18-398.el5)\n\troot (hd0,0)\n\
+                 \tkernel /vmlinuz-2.6.18-398.el5 ro root=LABEL=/\n\
+                 \tinitrd /initrd-2.6.18-398.el5.img\n",
+            )
+            .link("/boot/grub/menu.lst", "./grub.conf")
+            .link("/etc/grub.conf", "../boot/grub/grub.conf")
+            .file(
+                "/etc/inittab",
+                "id:3:initdefault:\nco:2345:respawn:/sbin/agetty xvc0 9600 vt100-nav\n",
+            )
+            .file("/etc/securetty", "console\ntty1\nxvc0\n")
+            .file(
+                "/etc/modprobe.conf",
+                "alias eth0 xennet\nalias scsi_hostadapter xenblk\n",
+            )
+            .file("/etc/blkid/blkid.tab", "<device>/dev/xvda1</device>\n")
+            .file("/usr/sbin/xe-daemon", "")
+            .link(
+                "/etc/rc.d/rc3.d/S14xe-linux-distribution",
+                "../init.d/xe-linux-distribution",
+            )
+            .link("/etc/rc3.d", "rc.d/rc3.d")
+    }
+
+    #[test]
+    fn rhel5_xen_plan() {
+        let g = rhel5_xen();
+        let opts = PlanOptions {
+            usable_kernels: vec!["2.6.18-398.el5".into()],
+            ..PlanOptions::default()
+        };
+        let c = ctx(Target::Kvm);
+        let p = plan(&g, &c, &opts);
+        let names: Vec<&str> = p.changes.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "/etc/fstab",
+                "/boot/grub/grub.conf",
+                "/etc/modprobe.conf",
+                "/etc/inittab",
+                "/etc/securetty",
+                "/etc/blkid/blkid.tab",
+                "/etc/rc.d/rc3.d/S14xe-linux-distribution",
+            ]
+        );
+        let grub = &p.changes[1];
+        let Action::Replace(b) = &grub.action else {
+            panic!()
+        };
+        let text = String::from_utf8(b.clone()).unwrap();
+        assert!(text.starts_with("default=1\n"));
+        assert!(text.contains("root=LABEL=/ console=ttyS0\n"));
+        assert!(p
+            .warnings
+            .iter()
+            .any(|w| w.message.starts_with("Xen guest utilities")));
+        let again = plan(&apply(&g, &p), &c, &opts);
+        assert!(again.changes.is_empty(), "{:?}", again.changes);
     }
 
     #[test]

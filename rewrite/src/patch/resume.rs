@@ -1,6 +1,8 @@
-//! initramfs-tools' resume device: `RESUME=` in `/etc/initramfs-tools/conf.d/resume` (and
-//! `conf/conf.d/resume` inside an initramfs). A stale one makes every boot wait for a swap
-//! device that never appears. `none` and `auto` are kept.
+//! initramfs-tools' device settings: `RESUME=` in `/etc/initramfs-tools/conf.d/resume` (and
+//! `conf/conf.d/resume` inside an initramfs), `ROOT=` where it is set (`initramfs.conf`,
+//! the initramfs's `conf/param.conf`). A stale resume device makes every boot wait for a
+//! swap device that never appears; a stale root device never boots. `none` and `auto` are
+//! kept.
 
 use crate::context::{Context, SpecForm};
 use crate::edit::{lines_with_endings, split_ending, LineEditor, Patched};
@@ -10,7 +12,11 @@ pub fn patch(file: &str, text: &str, ctx: &Context) -> Patched {
     for (n, raw) in lines_with_endings(text) {
         let body = split_ending(raw).0;
         let indent = body.len() - body.trim_start().len();
-        let Some(value) = body.trim_start().strip_prefix("RESUME=") else {
+        let t = body.trim_start();
+        let Some((key, value)) = ["RESUME", "ROOT"]
+            .iter()
+            .find_map(|k| Some((*k, t.strip_prefix(k)?.strip_prefix('=')?)))
+        else {
             ed.keep(raw);
             continue;
         };
@@ -21,9 +27,13 @@ pub fn patch(file: &str, text: &str, ctx: &Context) -> Patched {
             _ => (None, value.trim_end()),
         };
         match ctx.rewrite_device(inner, SpecForm::Spec) {
+            Ok(Some(r)) if super::splits_field(&r.new) => {
+                ed.keep(raw);
+                ed.warn(Some(n), super::unwritable(inner, &r.new));
+            }
             Ok(Some(r)) => {
                 let q = quote.map(String::from).unwrap_or_default();
-                let new = format!("{}RESUME={q}{}{q}", &body[..indent], r.new);
+                let new = format!("{}{key}={q}{}{q}", &body[..indent], r.new);
                 ed.replace(n, raw, &new, r.reason);
             }
             Ok(None) => ed.keep(raw),
@@ -67,6 +77,14 @@ mod tests {
         ] {
             assert!(patch("r", keep, &c).text.is_none(), "{keep}");
         }
+        let p = patch("conf/param.conf", "ROOT=\"/dev/sda3\"\n", &c);
+        assert_eq!(
+            p.text.as_deref(),
+            Some("ROOT=\"UUID=9e8d7c6b-5a49-4838-a726-151413121110\"\n")
+        );
+        assert!(patch("r", "ROOTDELAY=10\nRESUMEX=/dev/sda2\n", &c)
+            .text
+            .is_none());
         let p = patch("r", "RESUME=/dev/sdc5\n", &c);
         assert!(p.text.is_none());
         assert_eq!(p.warnings.len(), 1);
