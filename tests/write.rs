@@ -223,7 +223,7 @@ fn mount_rw_commits_on_unmount() {
     let img = guest(dir.path());
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_transplant"))
+    let server = Command::new(env!("CARGO_BIN_EXE_transplant"))
         .args(["mount", "--rw", "--foreground"])
         .arg(&img)
         .arg(&mnt)
