@@ -51,7 +51,17 @@ impl Session {
         let name = t.image.display().to_string();
         let mut vols = volumes_on(vec![(name, overlay.clone() as Arc<dyn BlockDev>)], true)?;
         let mut refused = std::mem::take(&mut vols.refused);
-        let (tree, notes) = guest_tree(&vols, t.select.as_deref())?;
+        let (tree, notes) = match guest_tree(&vols, t.select.as_deref()) {
+            Ok(x) => x,
+            // Without a writable filesystem there may be no readable one either (a journal
+            // needing recovery): the refusal is the reason to give.
+            Err(e) if !refused.is_empty() => {
+                let (n, r) = refused.swap_remove(0);
+                let _ = e;
+                return Err(anyhow::Error::new(r).context(format!("cannot write to {n}")));
+            }
+            Err(e) => return Err(e),
+        };
         for n in notes {
             eprintln!("transplant: {n}");
         }

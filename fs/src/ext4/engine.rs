@@ -5,6 +5,12 @@
 //! point, the writes that make the change visible (inodes, directory entries, data). A
 //! failure in the first phase (out of space, a corrupt bitmap) undoes what it did and leaves
 //! the filesystem as it was; the second phase only fails if the device does.
+//!
+//! Metadata blocks (bitmaps, inode table blocks, directory and map blocks) are kept in a
+//! write-back cache and reach the device on `sync` (or when the cache grows past a bound),
+//! together with the group descriptors and superblock: creating a thousand small files
+//! then writes each touched block once, not once per file. File data goes to the device at
+//! once, in large writes, and drops any cached copy of the blocks it covers.
 
 use super::bitmap;
 use super::block_map;
@@ -14,7 +20,8 @@ use super::inode::{flags, Inode};
 use super::mapping::{Ctx, Mapping};
 use super::superblock::{Superblock, SUPERBLOCK_OFFSET};
 use crate::error::{Error, Result};
-use std::collections::BTreeSet;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use transplant_formats::BlockDev;
 
@@ -34,8 +41,13 @@ pub struct Engine {
     sb_dirty: bool,
     undo: Option<Vec<Undo>>,
     next_generation: u32,
-    pub(crate) dirs: std::cell::RefCell<super::dir::DirCache>,
+    pub(crate) dirs: RefCell<super::dir::DirCache>,
+    /// Dirty metadata blocks by block number.
+    cache: RefCell<BTreeMap<u64, Vec<u8>>>,
 }
+
+/// Dirty metadata held before it is written out anyway.
+const CACHE_BYTES: usize = 32 << 20;
 
 impl Engine {
     /// Opens `dev` for writing, refusing filesystems that are not safe to change.
@@ -105,6 +117,7 @@ impl Engine {
             undo: None,
             next_generation: seed,
             dirs: Default::default(),
+            cache: Default::default(),
         };
         super::journal_state::check(&mut e)?;
         Ok(e)
@@ -125,17 +138,102 @@ impl Engine {
         if b >= self.sb.blocks_count {
             return Err(self.corrupt(format!("block {b} is outside the filesystem")));
         }
+        if let Some(d) = self.cache.borrow().get(&b) {
+            return Ok(d.clone());
+        }
         let mut buf = vec![0u8; self.bs() as usize];
         self.dev.read_at(&mut buf, b * self.bs())?;
         Ok(buf)
     }
 
+    /// Writes one metadata block (into the cache).
     pub fn write_block(&self, b: u64, data: &[u8]) -> Result<()> {
         if b >= self.sb.blocks_count || b < self.sb.first_data_block {
             return Err(self.corrupt(format!("write to block {b} outside the filesystem")));
         }
-        self.dev.write_at(data, b * self.bs())?;
+        let full = {
+            let mut c = self.cache.borrow_mut();
+            c.insert(b, data.to_vec());
+            c.len() * self.bs() as usize > CACHE_BYTES
+        };
+        if full {
+            self.flush_blocks()?;
+        }
         Ok(())
+    }
+
+    /// Writes file data straight to the device over blocks `start..start+n` (whole blocks,
+    /// `data.len()` a multiple of the block size), dropping cached copies of them.
+    pub fn write_data(&self, start: u64, data: &[u8]) -> Result<()> {
+        let n = data.len() as u64 / self.bs();
+        if start < self.sb.first_data_block
+            || start
+                .checked_add(n)
+                .is_none_or(|e| e > self.sb.blocks_count)
+        {
+            return Err(self.corrupt(format!(
+                "data write to blocks {start}+{n} outside the filesystem"
+            )));
+        }
+        {
+            let mut c = self.cache.borrow_mut();
+            let stale: Vec<u64> = c.range(start..start + n).map(|(k, _)| *k).collect();
+            for k in stale {
+                c.remove(&k);
+            }
+        }
+        self.dev.write_at(data, start * self.bs())?;
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes at byte `offset` of the device, seeing cached blocks.
+    pub fn read_bytes(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let bs = self.bs();
+        let first = offset / bs;
+        let last = (offset + buf.len() as u64).div_ceil(bs);
+        let cached = self.cache.borrow().range(first..last).next().is_some();
+        if !cached {
+            self.dev.read_at(buf, offset)?;
+            return Ok(());
+        }
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let b = self.read_block(pos / bs)?;
+            let within = (pos % bs) as usize;
+            let n = (bs as usize - within).min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&b[within..within + n]);
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Writes the cached blocks out, runs of neighbours in one write.
+    pub fn flush_blocks(&self) -> Result<()> {
+        let blocks = std::mem::take(&mut *self.cache.borrow_mut());
+        let bs = self.bs();
+        let mut run: Vec<u8> = Vec::new();
+        let mut run_start = 0u64;
+        for (b, data) in blocks {
+            if !run.is_empty() && run_start + run.len() as u64 / bs != b {
+                self.dev.write_at(&run, run_start * bs)?;
+                run.clear();
+            }
+            if run.is_empty() {
+                run_start = b;
+            }
+            run.extend_from_slice(&data);
+        }
+        if !run.is_empty() {
+            self.dev.write_at(&run, run_start * bs)?;
+        }
+        Ok(())
+    }
+
+    /// (block, offset within it) of an inode.
+    fn inode_place(&self, ino: u32) -> Result<(u64, usize)> {
+        let off = self.inode_offset(ino)?;
+        Ok((off / self.bs(), (off % self.bs()) as usize))
     }
 
     fn inode_offset(&self, ino: u32) -> Result<u64> {
@@ -152,9 +250,12 @@ impl Engine {
     }
 
     pub fn read_inode(&self, ino: u32) -> Result<Inode> {
-        let off = self.inode_offset(ino)?;
-        let mut raw = vec![0u8; self.sb.inode_size];
-        self.dev.read_at(&mut raw, off)?;
+        let (b, within) = self.inode_place(ino)?;
+        let block = self.read_block(b)?;
+        let raw = block
+            .get(within..within + self.sb.inode_size)
+            .ok_or_else(|| self.corrupt(format!("inode {ino} crosses a block")))?
+            .to_vec();
         let i = Inode { ino, raw };
         if self.sb.metadata_csum() && !i.checksum_ok(self.sb.csum_seed) {
             // An all-zero never-used inode has no checksum.
@@ -174,9 +275,13 @@ impl Engine {
         if self.sb.metadata_csum() {
             i.update_checksum(self.sb.csum_seed);
         }
-        let off = self.inode_offset(i.ino)?;
-        self.dev.write_at(&i.raw, off)?;
-        Ok(())
+        let (b, within) = self.inode_place(i.ino)?;
+        let mut block = self.read_block(b)?;
+        let slot = block
+            .get_mut(within..within + self.sb.inode_size)
+            .ok_or_else(|| self.corrupt(format!("inode {} crosses a block", i.ino)))?;
+        slot.copy_from_slice(&i.raw);
+        self.write_block(b, &block)
     }
 
     pub fn new_generation(&mut self) -> u32 {
@@ -234,8 +339,9 @@ impl Engine {
         self.dirty_groups.insert(g);
     }
 
-    /// Writes changed group descriptors and the superblock.
+    /// Writes cached blocks, changed group descriptors and the superblock.
     pub fn flush_meta(&mut self) -> Result<()> {
+        self.flush_blocks()?;
         let bs = self.bs();
         let gdt_off = (self.sb.first_data_block + 1) * bs;
         let dirty: Vec<u32> = std::mem::take(&mut self.dirty_groups).into_iter().collect();
@@ -281,10 +387,7 @@ impl Engine {
             }
         }
         self.undo = None;
-        let f = self.flush_meta();
-        let v = r?;
-        f?;
-        Ok(v)
+        r
     }
 
     /// From here on the transaction writes; it is not undone any more.
@@ -678,6 +781,13 @@ impl Engine {
         self.free_inode_raw(ino, is_dir)?;
         self.record(Undo::FreeInode(ino, is_dir));
         Ok(())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // A caller that forgot `sync` still leaves a consistent device behind.
+        let _ = self.flush_meta();
     }
 }
 

@@ -19,6 +19,7 @@ mod block_map;
 mod csum;
 mod dir;
 mod dir_block;
+mod dx_hash;
 mod engine;
 mod extent_tree;
 mod group_desc;

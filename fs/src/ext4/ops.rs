@@ -119,12 +119,12 @@ impl Engine {
             };
             let full = chunk.len() / bs * bs;
             if full > 0 {
-                self.dev.write_at(&chunk[..full], r.physical * self.bs())?;
+                self.write_data(r.physical, &chunk[..full])?;
             }
             if full < chunk.len() {
                 let mut last = vec![0u8; bs];
                 last[..chunk.len() - full].copy_from_slice(&chunk[full..]);
-                self.write_block(r.physical + (full / bs) as u64, &last)?;
+                self.write_data(r.physical + (full / bs) as u64, &last)?;
             }
         }
         Ok(())

@@ -134,8 +134,7 @@ impl Engine {
             match map.lookup(l) {
                 Some((p, run)) => {
                     let avail = (run * bs - within).min((n - done) as u64) as usize;
-                    self.dev
-                        .read_at(&mut buf[done..done + avail], p * bs + within)?;
+                    self.read_bytes(&mut buf[done..done + avail], p * bs + within)?;
                     done += avail;
                 }
                 None => {

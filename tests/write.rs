@@ -1,0 +1,281 @@
+//! `transplant write`, `rm`, `mkdir` and `mount --rw` end to end on ext4 guests made by
+//! mke2fs -d: after each command `e2fsck -fn` finds the filesystem clean and debugfs reads
+//! back what was written; formats that cannot be written in place and filesystems that are
+//! not safe to write are refused with exit status 5 and the image untouched.
+
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn have(tool: &str) -> bool {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok && std::env::var_os("CI").is_some() {
+        panic!("{tool} is required when CI is set");
+    }
+    ok
+}
+
+fn run_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_transplant"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    c.stdin.take().unwrap().write_all(stdin).unwrap();
+    c.wait_with_output().unwrap()
+}
+
+fn run(args: &[&str]) -> Output {
+    run_with_stdin(args, b"")
+}
+
+fn ok(o: &Output) {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A guest root filesystem image (raw).
+fn guest(dir: &Path) -> PathBuf {
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    std::fs::write(src.join("etc/fstab"), "/dev/sda1 / ext4 defaults 0 1\n").unwrap();
+    std::fs::write(src.join("etc/os-release"), "ID=debian\n").unwrap();
+    let img = dir.join("guest.img");
+    let st = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-d"])
+        .arg(&src)
+        .arg(&img)
+        .arg("32M")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    img
+}
+
+fn fsck(img: &Path) {
+    let o = Command::new("e2fsck").arg("-fn").arg(img).output().unwrap();
+    assert!(
+        o.status.success(),
+        "e2fsck -fn {}:\n{}",
+        img.display(),
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+fn debugfs(img: &Path, req: &str) -> Vec<u8> {
+    Command::new("debugfs")
+        .args(["-R", req])
+        .arg(img)
+        .output()
+        .unwrap()
+        .stdout
+}
+
+fn sha(p: &Path) -> Vec<u8> {
+    Sha256::digest(std::fs::read(p).unwrap()).to_vec()
+}
+
+#[test]
+fn write_rm_mkdir_on_raw_and_qcow2() {
+    if !have("mke2fs") || !have("e2fsck") || !have("debugfs") || !have("qemu-img") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = guest(dir.path());
+    let s = img.to_str().unwrap();
+    let t = |p: &str| format!("{s}:{p}");
+    ok(&run_with_stdin(&["write", &t("/etc/hostname")], b"web01\n"));
+    ok(&run_with_stdin(
+        &["write", &t("/etc/fstab"), "--mode", "600", "--owner", "7:8"],
+        b"UUID=1 / ext4 defaults 0 1\n",
+    ));
+    ok(&run(&["mkdir", "-p", &t("/etc/dracut.conf.d/x/y")]));
+    ok(&run(&["rm", &t("/etc/dracut.conf.d/x/y")]));
+    let o = run(&["rm", &t("/etc/dracut.conf.d")]);
+    assert_eq!(o.status.code(), Some(5), "rm of a non-empty directory");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not empty"));
+    let o = run(&["mkdir", &t("/etc")]);
+    assert_eq!(o.status.code(), Some(5), "mkdir of an existing directory");
+    fsck(&img);
+    assert_eq!(debugfs(&img, "cat /etc/hostname"), b"web01\n");
+    assert_eq!(
+        debugfs(&img, "cat /etc/fstab"),
+        b"UUID=1 / ext4 defaults 0 1\n"
+    );
+    let st = String::from_utf8_lossy(&debugfs(&img, "stat /etc/fstab")).into_owned();
+    assert!(
+        st.contains("Mode:  0600") && st.contains("User:     7"),
+        "{st}"
+    );
+    let o = run(&["cat", &t("/etc/hostname")]);
+    assert_eq!(o.stdout, b"web01\n");
+
+    // qcow2, written in place; qemu-img check stays clean.
+    let q = dir.path().join("guest.qcow2");
+    ok(&Command::new("qemu-img")
+        .args(["convert", "-O", "qcow2"])
+        .arg(&img)
+        .arg(&q)
+        .output()
+        .unwrap());
+    let qs = q.to_str().unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
+    ok(&run_with_stdin(
+        &["write", &format!("{qs}:/boot.img")],
+        &big,
+    ));
+    ok(&run(&["rm", &format!("{qs}:/etc/hostname")]));
+    ok(&Command::new("qemu-img")
+        .arg("check")
+        .arg(&q)
+        .output()
+        .unwrap());
+    let back = dir.path().join("back.img");
+    ok(&Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(&q)
+        .arg(&back)
+        .output()
+        .unwrap());
+    fsck(&back);
+    assert!(debugfs(&back, "cat /boot.img") == big);
+    assert!(debugfs(&back, "stat /etc/hostname").is_empty());
+}
+
+#[test]
+fn unwritable_formats_and_unsafe_filesystems_are_refused() {
+    if !have("mke2fs") || !have("debugfs") || !have("qemu-img") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = guest(dir.path());
+    let vmdk = dir.path().join("guest.vmdk");
+    ok(&Command::new("qemu-img")
+        .args(["convert", "-O", "vmdk"])
+        .arg(&img)
+        .arg(&vmdk)
+        .output()
+        .unwrap());
+    let before = sha(&vmdk);
+    let o = run_with_stdin(&["write", &format!("{}:/x", vmdk.display())], b"x");
+    assert_eq!(o.status.code(), Some(5));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("convert"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(sha(&vmdk), before);
+
+    let st = Command::new("debugfs")
+        .args(["-w", "-R", "feature needs_recovery"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let before = sha(&img);
+    let o = run_with_stdin(
+        &["write", &format!("{}:/etc/hostname", img.display())],
+        b"x",
+    );
+    assert_eq!(o.status.code(), Some(5));
+    let msg = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        msg.contains("journal needs recovery") && msg.contains("e2fsck"),
+        "{msg}"
+    );
+    assert_eq!(sha(&img), before);
+}
+
+fn fuse_usable() -> bool {
+    let ok = Path::new("/dev/fuse").exists() && have("fusermount3");
+    if !ok && std::env::var_os("CI").is_some() {
+        panic!("FUSE (/dev/fuse and fusermount3) is required when CI is set");
+    }
+    ok
+}
+
+fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn mount_rw_commits_on_unmount() {
+    if !fuse_usable() || !have("mke2fs") || !have("e2fsck") || !have("debugfs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = guest(dir.path());
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let server = Command::new(env!("CARGO_BIN_EXE_transplant"))
+        .args(["mount", "--rw", "--foreground"])
+        .arg(&img)
+        .arg(&mnt)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the mount", || mnt.join("etc/fstab").exists());
+    let run_ops = || -> std::io::Result<()> {
+        std::fs::write(mnt.join("etc/hostname"), "db02\n")?;
+        std::fs::write(mnt.join("etc/fstab"), "UUID=2 / ext4 defaults 0 1\n")?;
+        std::fs::create_dir(mnt.join("opt"))?;
+        let big: Vec<u8> = (0..2_000_000u32).map(|i| (i % 239) as u8).collect();
+        std::fs::write(mnt.join("opt/blob"), &big)?;
+        std::os::unix::fs::symlink("../etc/hostname", mnt.join("opt/link"))?;
+        std::fs::rename(mnt.join("opt/blob"), mnt.join("opt/blob2"))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            mnt.join("opt/blob2"),
+            std::fs::Permissions::from_mode(0o640),
+        )?;
+        std::fs::remove_file(mnt.join("etc/os-release"))?;
+        std::fs::write(mnt.join("etc/os-release"), "ID=debian\nVERSION_ID=12\n")?;
+        assert_eq!(std::fs::read(mnt.join("opt/blob2"))?, big);
+        assert_eq!(
+            std::fs::read_link(mnt.join("opt/link"))?,
+            Path::new("../etc/hostname")
+        );
+        Ok(())
+    };
+    let r = run_ops();
+    let st = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    let out = server.wait_with_output().unwrap();
+    r.unwrap();
+    assert!(st.success());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fsck(&img);
+    assert_eq!(debugfs(&img, "cat /etc/hostname"), b"db02\n");
+    assert_eq!(
+        debugfs(&img, "cat /etc/os-release"),
+        b"ID=debian\nVERSION_ID=12\n"
+    );
+    let blob = debugfs(&img, "cat /opt/blob2");
+    assert_eq!(blob.len(), 2_000_000);
+    let st = String::from_utf8_lossy(&debugfs(&img, "stat /opt/blob2")).into_owned();
+    assert!(st.contains("Mode:  0640"), "{st}");
+}
