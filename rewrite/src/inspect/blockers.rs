@@ -285,6 +285,26 @@ fn verdict(
         .default_entry
         .and_then(|x| i.bootloader.entries.get(x))
     {
+        if let Some(v) = e.kernel_version() {
+            let present = i
+                .kernels
+                .iter()
+                .any(|k| k.version == v || k.image.ends_with(&format!("-{v}")));
+            if !present && !i.kernels.is_empty() {
+                warnings.push(at(
+                    finding(
+                        "default-entry-kernel-missing",
+                        format!(
+                            "the default boot entry '{}' names {}, which is not in /boot",
+                            e.title,
+                            e.kernel.as_deref().unwrap_or("?")
+                        ),
+                    ),
+                    &e.file,
+                    e.line,
+                ));
+            }
+        }
         let cl = e.cmdline.as_deref().unwrap_or("");
         if cl
             .split_whitespace()
