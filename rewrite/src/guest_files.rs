@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use transplant_fs::{FileKind, GuestTree};
+use transplant_fs::{FileKind, GuestTree, NewNode, SetAttrs};
 
 /// Paths are absolute guest paths; symlinks are followed inside the guest.
 pub trait GuestFiles {
@@ -91,6 +91,46 @@ struct MemState {
     files: BTreeMap<String, Vec<u8>>,
     links: BTreeMap<String, String>,
     dirs: std::collections::BTreeSet<String>,
+}
+
+impl GuestFilesMut for GuestTree {
+    fn write(&self, path: &str, data: &[u8]) -> Result<(), String> {
+        let p = path.as_bytes();
+        match self.stat(p, true) {
+            Ok(m) if m.kind == FileKind::File => self.write_file(p, data),
+            Ok(m) => return Err(format!("{path}: is a {:?}, not a file", m.kind)),
+            Err(transplant_fs::Error::NotFound(_)) => {
+                self.create(p, NewNode::File(data), &SetAttrs::default())
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    fn remove(&self, path: &str) -> Result<(), String> {
+        GuestTree::remove(self, path.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<(), String> {
+        GuestTree::rename(self, from.as_bytes(), to.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    fn mkdir_p(&self, path: &str) -> Result<(), String> {
+        let mut cur = String::new();
+        for c in path.split('/').filter(|c| !c.is_empty()) {
+            cur.push('/');
+            cur.push_str(c);
+            match self.stat(cur.as_bytes(), true) {
+                Ok(m) if m.kind == FileKind::Dir => continue,
+                Ok(_) => return Err(format!("{cur}: not a directory")),
+                Err(transplant_fs::Error::NotFound(_)) => self
+                    .create(cur.as_bytes(), NewNode::Dir, &SetAttrs::default())
+                    .map_err(|e| e.to_string())?,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An in-memory guest for tests: files, directories (implied by paths or made with
