@@ -11,6 +11,7 @@ mod ls;
 mod map;
 mod mount;
 mod progress;
+mod undo;
 
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
@@ -63,6 +64,7 @@ enum Command {
     Mount(mount::MountArgs),
     Ls(ls::LsArgs),
     Cat(cat::CatArgs),
+    Undo(undo::UndoArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         Command::Mount(a) => mount::run(a),
         Command::Ls(a) => ls::run(a),
         Command::Cat(a) => cat::run(a),
+        Command::Undo(a) => undo::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
