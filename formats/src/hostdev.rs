@@ -112,10 +112,7 @@ pub fn uses(path: &Path) -> Vec<String> {
                 .as_deref()
                 .filter(|s| s.starts_with('/'))
                 .and_then(|s| devnum_of(Path::new(s)));
-            let hit = [by_num, by_src]
-                .into_iter()
-                .flatten()
-                .find_map(&name_of);
+            let hit = [by_num, by_src].into_iter().flatten().find_map(&name_of);
             if let Some(n) = hit {
                 let what = format!("{n} is mounted on {}", unescape(mnt));
                 if !found.contains(&what) {
