@@ -490,3 +490,80 @@ fn overlay_without_backing_contents_marks_every_hole_zero() {
     write_qcow2(&src, &out, &opts);
     check_against(&out, &data, Qcow2Compression::None);
 }
+
+/// The header's refcount table: (offset, clusters).
+fn refcount_table(image: &Path) -> (u64, u32) {
+    let h = std::fs::read(image).unwrap();
+    (
+        u64::from_be_bytes(h[48..56].try_into().unwrap()),
+        u32::from_be_bytes(h[56..60].try_into().unwrap()),
+    )
+}
+
+#[test]
+fn in_place_writes_grow_the_refcount_table() {
+    if !common::have("qemu-img") {
+        return;
+    }
+    // At 512-byte clusters qemu's one-cluster refcount table covers 8 MiB of file:
+    // writing 20 MiB in place must replace it, more than once.
+    let dir = tempfile::tempdir().unwrap();
+    for (name, compressed) in [("empty.qcow2", false), ("zlib.qcow2", true)] {
+        let img = dir.path().join(name);
+        let len = 24usize << 20;
+        let mut expect = vec![0u8; len];
+        if compressed {
+            // Start from compressed data in the first 2 MiB (copied on write).
+            let raw = dir.path().join("seed.raw");
+            let mut seed = vec![0u8; len];
+            seed[..2 << 20].copy_from_slice(&synthetic(2 << 20));
+            std::fs::write(&raw, &seed).unwrap();
+            common::run(
+                Command::new("qemu-img")
+                    .args(["convert", "-c", "-f", "raw", "-O", "qcow2", "-o"])
+                    .arg("cluster_size=512")
+                    .arg(&raw)
+                    .arg(&img),
+            );
+            expect = seed;
+        } else {
+            common::run(
+                Command::new("qemu-img")
+                    .args(["create", "-f", "qcow2", "-o", "cluster_size=512"])
+                    .arg(&img)
+                    .arg(len.to_string()),
+            );
+        }
+        let before = refcount_table(&img);
+        {
+            use transplant_formats::output::qcow2::inplace::open_writable;
+            let dev = open_writable(&img).unwrap();
+            let data = synthetic(20 << 20);
+            for (i, piece) in data.chunks(256 * 1024).enumerate() {
+                let off = (i * 256 * 1024 + 1000) as u64;
+                dev.write_at(piece, off).unwrap();
+                expect[off as usize..off as usize + piece.len()].copy_from_slice(piece);
+            }
+            dev.flush().unwrap();
+        }
+        let after = refcount_table(&img);
+        assert!(after.1 > before.1, "{name}: table {before:?} -> {after:?}");
+        assert_ne!(after.0, before.0);
+        qemu_check(&img);
+        let o = Command::new("qemu-img")
+            .args(["check", "-f", "qcow2"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        let t = String::from_utf8_lossy(&o.stdout);
+        assert!(!t.contains("leaked"), "{name}: {t}");
+        assert_eq!(
+            common::qemu_raw_sha256(&img, Some("qcow2")),
+            sha(&expect),
+            "{name}"
+        );
+        // And a second session over the grown table.
+        let mut e2 = expect.clone();
+        random_writes(&img, &mut e2, 9, 30);
+    }
+}
