@@ -567,3 +567,113 @@ fn in_place_writes_grow_the_refcount_table() {
         random_writes(&img, &mut e2, 9, 30);
     }
 }
+
+/// A crash at any host write of an in-place write that grows the refcount table leaves
+/// an image `qemu-img check` finds no error in (leaks are allowed), whose guest bytes are
+/// the old ones or the new ones.
+#[test]
+fn a_crash_anywhere_while_growing_the_table_only_leaks() {
+    if !common::have("qemu-img") {
+        return;
+    }
+    use transplant_formats::output::qcow2::inplace::open_writable;
+    let dir = tempfile::tempdir().unwrap();
+    // 7.9 MiB of data at 512-byte clusters: the file is just under the 8 MiB the first
+    // refcount table covers, so a 1 MiB write must grow it.
+    let len = 16usize << 20;
+    let mut seed = vec![0u8; len];
+    seed[..7_900_000].copy_from_slice(&synthetic(7_900_000));
+    let raw = dir.path().join("seed.raw");
+    std::fs::write(&raw, &seed).unwrap();
+    let base = dir.path().join("base.qcow2");
+    common::run(
+        Command::new("qemu-img")
+            .args([
+                "convert",
+                "-f",
+                "raw",
+                "-O",
+                "qcow2",
+                "-o",
+                "cluster_size=512",
+            ])
+            .arg(&raw)
+            .arg(&base),
+    );
+    let new = vec![0x3cu8; 1 << 20];
+    let at = 10u64 << 20;
+    let mut after = seed.clone();
+    after[at as usize..at as usize + new.len()].copy_from_slice(&new);
+    assert_ne!(sha(&seed), sha(&after));
+    let img = dir.path().join("img.qcow2");
+    // Returns whether the write finished.
+    let trial = |crash: Option<u64>| -> bool {
+        std::fs::copy(&base, &img).unwrap();
+        let dev = open_writable(&img).unwrap();
+        if let Some(n) = crash {
+            dev.crash_at_write(n);
+        }
+        let ok = dev.write_at(&new, at).is_ok();
+        drop(dev);
+        ok
+    };
+    assert!(trial(None));
+    let total = {
+        std::fs::copy(&base, &img).unwrap();
+        let dev = open_writable(&img).unwrap();
+        dev.write_at(&new, at).unwrap();
+        dev.host_writes()
+    };
+    let before = refcount_table(&base);
+    // The write that switches the header: the first crash point after which it changed.
+    let (mut lo, mut hi) = (0u64, total);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        trial(Some(mid));
+        if refcount_table(&img) == before {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    assert!(
+        lo > 0 && lo < total,
+        "the table never grew ({lo} of {total})"
+    );
+    let mut points: Vec<u64> = (0..16).map(|i| i * total / 16).collect();
+    points.extend(lo.saturating_sub(15)..(lo + 15).min(total));
+    for n in points {
+        assert!(
+            !trial(Some(n)),
+            "crash at {n} of {total} did not stop the write"
+        );
+        let o = Command::new("qemu-img")
+            .args(["check", "-f", "qcow2"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        let t = String::from_utf8_lossy(&o.stdout);
+        // Exit 3 means leaks only; 2 would be errors.
+        assert!(
+            matches!(o.status.code(), Some(0) | Some(3)) && !t.contains("ERROR"),
+            "crash at write {n} of {total} (header at {lo}): {t}"
+        );
+        // The 1 MiB lands cluster by cluster: any mix of old and new clusters is legal,
+        // but nothing outside the write may change.
+        let bytes = {
+            let out = dir.path().join("back.raw");
+            common::run(
+                Command::new("qemu-img")
+                    .args(["convert", "-f", "qcow2", "-O", "raw"])
+                    .arg(&img)
+                    .arg(&out),
+            );
+            std::fs::read(&out).unwrap()
+        };
+        assert_eq!(&bytes[..at as usize], &seed[..at as usize], "crash at {n}");
+        assert!(bytes[at as usize + new.len()..].iter().all(|&b| b == 0));
+        for c in bytes[at as usize..at as usize + new.len()].chunks(512) {
+            assert!(c.iter().all(|&b| b == 0) || c.iter().all(|&b| b == 0x3c));
+        }
+    }
+}

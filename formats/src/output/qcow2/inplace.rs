@@ -59,6 +59,9 @@ struct State {
     /// Next free cluster index at the end of the file.
     eof: u64,
     file_len: u64,
+    /// Writes so far, and the one that is made to fail (crash tests).
+    writes: u64,
+    fail_at: Option<u64>,
 }
 
 /// Big-endian fields from image bytes; a short buffer reads as 0 (callers pass fixed-size
@@ -171,6 +174,8 @@ pub fn open_writable_with(path: &Path, options: &OpenOptions) -> Result<Qcow2InP
             rt,
             eof: file_len.div_ceil(cs),
             file_len,
+            writes: 0,
+            fail_at: None,
         }),
     })
 }
@@ -210,6 +215,10 @@ impl State {
     }
 
     fn write_at(&mut self, name: &str, b: &[u8], off: u64) -> Result<()> {
+        if self.fail_at == Some(self.writes) {
+            return Err(Error::io(name, std::io::Error::other("injected crash")));
+        }
+        self.writes += 1;
         self.file
             .write_all_at(b, off)
             .map_err(|e| Error::io(name, e))?;
@@ -413,6 +422,21 @@ struct Pending {
     host: u64,
     table: u64,
     old: u64,
+}
+
+impl Qcow2InPlace {
+    /// Host writes made so far (metadata and data), for crash tests.
+    #[doc(hidden)]
+    pub fn host_writes(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).writes
+    }
+
+    /// Makes host write number `n` (counting from 0) and every later one fail, as if the
+    /// machine stopped there: what is on disk is what a crash at that point leaves.
+    #[doc(hidden)]
+    pub fn crash_at_write(&self, n: u64) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).fail_at = Some(n);
+    }
 }
 
 /// Copies on write per batch: one sync before the batch's L2 entries instead of one per
