@@ -120,7 +120,18 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     let start = Instant::now();
     let stats = copy(&*img, &mut *sink, &opts, &mut |p| reporter.update(p));
     reporter.finish();
-    let stats = stats.with_context(|| format!("converting {} failed", a.input.display()))?;
+    let stats = stats.with_context(|| {
+        if to_device {
+            // A device cannot be staged: say what is left on it.
+            format!(
+                "converting {} failed; {} now holds a partial copy",
+                a.input.display(),
+                a.output.display()
+            )
+        } else {
+            format!("converting {} failed", a.input.display())
+        }
+    })?;
     let secs = start.elapsed().as_secs_f64();
     let verify_secs = if a.verify {
         let vstart = Instant::now();

@@ -8,6 +8,7 @@ pub mod raw;
 pub mod staged;
 pub mod vhdx;
 pub mod vmdk;
+pub mod writepool;
 
 pub use device::{DeviceOptions, DeviceSink};
 pub use qcow2::{Qcow2Options, Qcow2Sink};
