@@ -14,10 +14,12 @@ use transplant_formats::copy::Sink;
 use transplant_formats::copy::{copy, CopyOptions};
 use transplant_formats::output::qcow2::Qcow2Compression;
 use transplant_formats::output::vmdk::{create_sink as vmdk_sink, VmdkSubformat};
+use transplant_formats::output::{DeviceOptions, DeviceSink};
 use transplant_formats::output::{
     Qcow2Options, Qcow2Sink, RawSink, VhdxOptions, VhdxSink, VmdkOptions,
 };
-use transplant_formats::{open_image, BlockDev};
+use transplant_formats::verify::{compare, VerifyOptions};
+use transplant_formats::{hostdev, open_image, BlockDev, Format, OpenOptions};
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
 pub enum OutFormat {
@@ -74,6 +76,15 @@ pub struct ConvertArgs {
     /// No progress and no summary.
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// Block-device output: also write zeroes where the input has holes or zero blocks
+    /// (the device may hold old data there). Uses the device's write-zeroes command
+    /// (BLKZEROOUT) where it has one. Without it only data is written.
+    #[arg(long)]
+    zero_fill: bool,
+    /// Read the output back through its reader and compare every byte with the input
+    /// (on all cores); a difference fails the command, naming the first differing offset.
+    #[arg(long)]
+    verify: bool,
     /// Worker threads for reading and decompressing (default: all cores).
     #[arg(short = 'j', long, value_name = "N")]
     threads: Option<usize>,
@@ -100,18 +111,48 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
 
     let opts_kv = parse_options(&a.options)?;
+    let to_device = hostdev::is_block_device(&a.output);
+    if a.zero_fill && !to_device {
+        bail!("--zero-fill is for block-device outputs; files keep holes as holes");
+    }
     let mut sink = make_sink(&a, img.len(), &opts_kv)?;
     let mut reporter = Reporter::new(a.json, a.progress, a.quiet);
     let start = Instant::now();
     let stats = copy(&*img, &mut *sink, &opts, &mut |p| reporter.update(p));
     reporter.finish();
-    let stats = stats.with_context(|| format!("converting {} failed", a.input.display()))?;
+    let stats = stats.with_context(|| {
+        if to_device {
+            // A device cannot be staged: say what is left on it.
+            format!(
+                "converting {} failed; {} now holds a partial copy",
+                a.input.display(),
+                a.output.display()
+            )
+        } else {
+            format!("converting {} failed", a.input.display())
+        }
+    })?;
     let secs = start.elapsed().as_secs_f64();
+    let verify_secs = if a.verify {
+        let vstart = Instant::now();
+        verify_output(&a, &*img, &opts, to_device)?;
+        Some(vstart.elapsed().as_secs_f64())
+    } else {
+        None
+    };
+    if to_device && !a.zero_fill && !a.quiet {
+        eprintln!(
+            "note: only data was written to {}; where the input has holes the device keeps \
+             its old bytes (pass --zero-fill to zero them)",
+            a.output.display()
+        );
+    }
     if a.json {
         let j = serde_json::json!({
             "input": a.input, "output": a.output, "format": format!("{:?}", a.out_format).to_lowercase(),
             "virtual_size": stats.virtual_size, "data_bytes": stats.data_bytes,
             "written_bytes": stats.written_bytes, "seconds": secs,
+            "verified": a.verify, "verify_seconds": verify_secs,
         });
         println!("{j}");
     } else if !a.quiet {
@@ -123,6 +164,54 @@ pub fn run(a: ConvertArgs) -> Result<()> {
             human::size(stats.data_bytes),
             human::size(stats.written_bytes),
             secs
+        );
+        if let Some(v) = verify_secs {
+            eprintln!("verified: the output reads back equal to the input ({v:.1}s)");
+        }
+    }
+    Ok(())
+}
+
+/// `--verify`: the output, read back through our reader for its format, must equal the
+/// input byte for byte. The output's cached pages are dropped first (it is synced), so
+/// what is compared comes from the disk, not from what we just wrote into memory.
+fn verify_output(
+    a: &ConvertArgs,
+    input: &dyn BlockDev,
+    copts: &CopyOptions,
+    to_device: bool,
+) -> Result<()> {
+    if let Ok(f) = std::fs::File::open(&a.output) {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: advice on an fd we own; no memory is passed.
+        unsafe {
+            libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        }
+    }
+    let format = match a.out_format {
+        OutFormat::Raw => Format::Raw,
+        OutFormat::Qcow2 => Format::Qcow2,
+        OutFormat::Vmdk => Format::Vmdk,
+        OutFormat::Vhdx => Format::Vhdx,
+    };
+    let open = OpenOptions {
+        format: Some(format),
+        // The only file it names is the --backing file the user gave us.
+        allow_outside_paths: true,
+        ..a.open.options()
+    };
+    let out = open_image(&a.output, &open)
+        .with_context(|| format!("--verify: cannot open the output {}", a.output.display()))?;
+    let vopts = VerifyOptions {
+        input_data_only: to_device && !a.zero_fill,
+    };
+    let (diff, _) = compare(input, &*out, copts, &vopts)
+        .with_context(|| format!("--verify of {} failed", a.output.display()))?;
+    if let Some(off) = diff {
+        bail!(
+            "--verify: {} differs from {} at byte {off} ({off:#x}); the output is wrong",
+            a.output.display(),
+            a.input.display()
         );
     }
     Ok(())
@@ -166,6 +255,25 @@ fn make_sink(a: &ConvertArgs, size: u64, kv: &[(String, String)]) -> Result<Box<
     };
     if a.backing.is_some() && a.out_format != OutFormat::Qcow2 {
         bail!("--backing makes a qcow2 overlay; use -O qcow2");
+    }
+    if hostdev::is_block_device(&a.output) {
+        if a.out_format != OutFormat::Raw || a.compress || !kv.is_empty() {
+            bail!(
+                "{} is a block device: only -O raw (with no -o options) is written onto devices",
+                a.output.display()
+            );
+        }
+        if !a.overwrite {
+            return Err(transplant_formats::Error::refused(
+                a.output.display().to_string(),
+                "this block device's contents would be replaced; pass --overwrite to go ahead",
+            )
+            .into());
+        }
+        let o = DeviceOptions {
+            zero_fill: a.zero_fill,
+        };
+        return Ok(Box::new(DeviceSink::create(&a.output, size, &o)?));
     }
     match a.out_format {
         OutFormat::Raw => {

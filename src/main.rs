@@ -13,6 +13,7 @@ mod ls;
 mod map;
 mod mount;
 mod progress;
+mod undo;
 
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
@@ -69,6 +70,7 @@ enum Command {
     Rm(edit::RmArgs),
     Mkdir(edit::MkdirArgs),
     Inspect(inspect::InspectArgs),
+    Undo(undo::UndoArgs),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
         Command::Rm(a) => edit::run_rm(a),
         Command::Mkdir(a) => edit::run_mkdir(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Undo(a) => undo::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

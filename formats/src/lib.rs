@@ -8,6 +8,7 @@
 pub mod blockdev;
 pub mod copy;
 pub mod error;
+pub mod hostdev;
 pub mod image;
 pub mod layout;
 pub mod lvm;
@@ -20,6 +21,8 @@ pub mod partition;
 pub mod probe;
 pub mod raw;
 pub mod slice;
+pub mod undo;
+pub mod verify;
 
 pub mod qcow2;
 pub mod vhd;
@@ -30,7 +33,7 @@ pub use blockdev::{extents_in, BlockDev, Extent, ExtentKind};
 pub use error::{Error, ErrorKind, Result};
 pub use image::{ExtentFile, Image, ImageInfo, RawImage};
 pub use mem::MemDev;
-pub use open::{open_image, open_image_with, OpenCtx, OpenOptions};
+pub use open::{open_image, open_image_rw, open_image_with, OpenCtx, OpenOptions};
 pub use overlay::Overlay;
 pub use overlay_delta::OverlayDelta;
 pub use probe::{probe, Format, Probe};

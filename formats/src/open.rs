@@ -224,6 +224,34 @@ pub fn open_image_with(path: &Path, ctx: &OpenCtx) -> Result<Arc<dyn Image>> {
     }
 }
 
+/// Opens an image for writing in place (`--in-place`, `mount --rw`, `transplant undo`):
+/// raw files and block devices as they are, qcow2 through its in-place writer (new
+/// clusters appended, ordered so a crash leaks at worst). A block device that is mounted,
+/// swapped on or held by LVM/dm is refused. Other formats are Unsupported: convert them to
+/// qcow2 first. Backing files stay read-only.
+pub fn open_image_rw(path: &Path, options: &OpenOptions) -> Result<Arc<dyn BlockDev>> {
+    let name = path.display().to_string();
+    let format = match options.format {
+        Some(f) => f,
+        None => probe(&RawFile::open(path, false)?)?.format,
+    };
+    match format {
+        Format::Raw => {
+            if crate::hostdev::is_block_device(path) {
+                crate::hostdev::check_free(path)?;
+            }
+            Ok(Arc::new(RawFile::open(path, true)?))
+        }
+        Format::Qcow2 => Ok(Arc::new(crate::output::qcow2::inplace::open_writable_with(
+            path, options,
+        )?)),
+        other => Err(Error::unsupported(
+            name,
+            format!("writing in place into {other} images; convert to qcow2 or raw first"),
+        )),
+    }
+}
+
 /// Host bytes allocated for a file (`st_blocks`), 0 if it cannot be stat'ed (detached
 /// images).
 pub fn host_allocated(path: &Path) -> u64 {

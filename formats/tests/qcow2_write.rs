@@ -490,3 +490,190 @@ fn overlay_without_backing_contents_marks_every_hole_zero() {
     write_qcow2(&src, &out, &opts);
     check_against(&out, &data, Qcow2Compression::None);
 }
+
+/// The header's refcount table: (offset, clusters).
+fn refcount_table(image: &Path) -> (u64, u32) {
+    let h = std::fs::read(image).unwrap();
+    (
+        u64::from_be_bytes(h[48..56].try_into().unwrap()),
+        u32::from_be_bytes(h[56..60].try_into().unwrap()),
+    )
+}
+
+#[test]
+fn in_place_writes_grow_the_refcount_table() {
+    if !common::have("qemu-img") {
+        return;
+    }
+    // At 512-byte clusters qemu's one-cluster refcount table covers 8 MiB of file:
+    // writing 20 MiB in place must replace it, more than once.
+    let dir = tempfile::tempdir().unwrap();
+    for (name, compressed) in [("empty.qcow2", false), ("zlib.qcow2", true)] {
+        let img = dir.path().join(name);
+        let len = 24usize << 20;
+        let mut expect = vec![0u8; len];
+        if compressed {
+            // Start from compressed data in the first 2 MiB (copied on write).
+            let raw = dir.path().join("seed.raw");
+            let mut seed = vec![0u8; len];
+            seed[..2 << 20].copy_from_slice(&synthetic(2 << 20));
+            std::fs::write(&raw, &seed).unwrap();
+            common::run(
+                Command::new("qemu-img")
+                    .args(["convert", "-c", "-f", "raw", "-O", "qcow2", "-o"])
+                    .arg("cluster_size=512")
+                    .arg(&raw)
+                    .arg(&img),
+            );
+            expect = seed;
+        } else {
+            common::run(
+                Command::new("qemu-img")
+                    .args(["create", "-f", "qcow2", "-o", "cluster_size=512"])
+                    .arg(&img)
+                    .arg(len.to_string()),
+            );
+        }
+        let before = refcount_table(&img);
+        {
+            use transplant_formats::output::qcow2::inplace::open_writable;
+            let dev = open_writable(&img).unwrap();
+            let data = synthetic(20 << 20);
+            for (i, piece) in data.chunks(256 * 1024).enumerate() {
+                let off = (i * 256 * 1024 + 1000) as u64;
+                dev.write_at(piece, off).unwrap();
+                expect[off as usize..off as usize + piece.len()].copy_from_slice(piece);
+            }
+            dev.flush().unwrap();
+        }
+        let after = refcount_table(&img);
+        assert!(after.1 > before.1, "{name}: table {before:?} -> {after:?}");
+        assert_ne!(after.0, before.0);
+        qemu_check(&img);
+        let o = Command::new("qemu-img")
+            .args(["check", "-f", "qcow2"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        let t = String::from_utf8_lossy(&o.stdout);
+        assert!(!t.contains("leaked"), "{name}: {t}");
+        assert_eq!(
+            common::qemu_raw_sha256(&img, Some("qcow2")),
+            sha(&expect),
+            "{name}"
+        );
+        // And a second session over the grown table.
+        let mut e2 = expect.clone();
+        random_writes(&img, &mut e2, 9, 30);
+    }
+}
+
+/// A crash at any host write of an in-place write that grows the refcount table leaves
+/// an image `qemu-img check` finds no error in (leaks are allowed), whose guest bytes are
+/// the old ones or the new ones.
+#[test]
+fn a_crash_anywhere_while_growing_the_table_only_leaks() {
+    if !common::have("qemu-img") {
+        return;
+    }
+    use transplant_formats::output::qcow2::inplace::open_writable;
+    let dir = tempfile::tempdir().unwrap();
+    // 7.9 MiB of data at 512-byte clusters: the file is just under the 8 MiB the first
+    // refcount table covers, so a 1 MiB write must grow it.
+    let len = 16usize << 20;
+    let mut seed = vec![0u8; len];
+    seed[..7_900_000].copy_from_slice(&synthetic(7_900_000));
+    let raw = dir.path().join("seed.raw");
+    std::fs::write(&raw, &seed).unwrap();
+    let base = dir.path().join("base.qcow2");
+    common::run(
+        Command::new("qemu-img")
+            .args([
+                "convert",
+                "-f",
+                "raw",
+                "-O",
+                "qcow2",
+                "-o",
+                "cluster_size=512",
+            ])
+            .arg(&raw)
+            .arg(&base),
+    );
+    let new = vec![0x3cu8; 1 << 20];
+    let at = 10u64 << 20;
+    let mut after = seed.clone();
+    after[at as usize..at as usize + new.len()].copy_from_slice(&new);
+    assert_ne!(sha(&seed), sha(&after));
+    let img = dir.path().join("img.qcow2");
+    // Returns whether the write finished.
+    let trial = |crash: Option<u64>| -> bool {
+        std::fs::copy(&base, &img).unwrap();
+        let dev = open_writable(&img).unwrap();
+        if let Some(n) = crash {
+            dev.crash_at_write(n);
+        }
+        let ok = dev.write_at(&new, at).is_ok();
+        drop(dev);
+        ok
+    };
+    assert!(trial(None));
+    let total = {
+        std::fs::copy(&base, &img).unwrap();
+        let dev = open_writable(&img).unwrap();
+        dev.write_at(&new, at).unwrap();
+        dev.host_writes()
+    };
+    let before = refcount_table(&base);
+    // The write that switches the header: the first crash point after which it changed.
+    let (mut lo, mut hi) = (0u64, total);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        trial(Some(mid));
+        if refcount_table(&img) == before {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    assert!(
+        lo > 0 && lo < total,
+        "the table never grew ({lo} of {total})"
+    );
+    let mut points: Vec<u64> = (0..16).map(|i| i * total / 16).collect();
+    points.extend(lo.saturating_sub(15)..(lo + 15).min(total));
+    for n in points {
+        assert!(
+            !trial(Some(n)),
+            "crash at {n} of {total} did not stop the write"
+        );
+        let o = Command::new("qemu-img")
+            .args(["check", "-f", "qcow2"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        let t = String::from_utf8_lossy(&o.stdout);
+        // Exit 3 means leaks only; 2 would be errors.
+        assert!(
+            matches!(o.status.code(), Some(0) | Some(3)) && !t.contains("ERROR"),
+            "crash at write {n} of {total} (header at {lo}): {t}"
+        );
+        // The 1 MiB lands cluster by cluster: any mix of old and new clusters is legal,
+        // but nothing outside the write may change.
+        let bytes = {
+            let out = dir.path().join("back.raw");
+            common::run(
+                Command::new("qemu-img")
+                    .args(["convert", "-f", "qcow2", "-O", "raw"])
+                    .arg(&img)
+                    .arg(&out),
+            );
+            std::fs::read(&out).unwrap()
+        };
+        assert_eq!(&bytes[..at as usize], &seed[..at as usize], "crash at {n}");
+        assert!(bytes[at as usize + new.len()..].iter().all(|&b| b == 0));
+        for c in bytes[at as usize..at as usize + new.len()].chunks(512) {
+            assert!(c.iter().all(|&b| b == 0) || c.iter().all(|&b| b == 0x3c));
+        }
+    }
+}

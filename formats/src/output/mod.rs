@@ -2,12 +2,15 @@
 //! all: it is written under a temporary name in the destination's folder and renamed only
 //! after an fsync, so a crash or Ctrl-C never leaves a half image under the final name.
 
+pub mod device;
 pub mod qcow2;
 pub mod raw;
 pub mod staged;
 pub mod vhdx;
 pub mod vmdk;
+pub mod writepool;
 
+pub use device::{DeviceOptions, DeviceSink};
 pub use qcow2::{Qcow2Options, Qcow2Sink};
 pub use raw::RawSink;
 pub use staged::StagedFile;

@@ -2,6 +2,7 @@
 //! the virtual disk first, so trailing holes need no write.
 
 use super::staged::StagedFile;
+use super::writepool::{WritePool, WRITE_THREADS};
 use crate::copy::{Chunk, Sink};
 use crate::error::{Error, Result};
 use std::os::unix::fs::FileExt;
@@ -9,7 +10,7 @@ use std::path::Path;
 
 pub struct RawSink {
     out: StagedFile,
-    name: String,
+    pool: WritePool,
 }
 
 impl RawSink {
@@ -17,22 +18,28 @@ impl RawSink {
         let out = StagedFile::create(dest, overwrite)?;
         let name = dest.display().to_string();
         out.file()?.set_len(size).map_err(|e| Error::io(&name, e))?;
-        Ok(RawSink { out, name })
+        let pool = WritePool::new(out.file()?, &name, WRITE_THREADS)?;
+        Ok(RawSink { out, pool })
     }
 }
 
 impl Sink for RawSink {
     fn write(&mut self, chunk: Chunk) -> Result<()> {
-        let f = self.out.file()?;
-        for &(s, e) in &chunk.nonzero {
-            let data = chunk.data.get(s..e).unwrap_or(&[]);
-            f.write_all_at(data, chunk.offset + s as u64)
-                .map_err(|err| Error::io(&self.name, err))?;
+        if chunk.nonzero.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        // Offsets are in the chunk: its writes may land in any order.
+        self.pool.submit(Box::new(move |f| {
+            for &(s, e) in &chunk.nonzero {
+                let data = chunk.data.get(s..e).unwrap_or(&[]);
+                f.write_all_at(data, chunk.offset + s as u64)?;
+            }
+            Ok(())
+        }))
     }
 
     fn finish(&mut self) -> Result<()> {
+        self.pool.finish()?;
         self.out.commit()
     }
 }

@@ -8,7 +8,8 @@
 //! 2. the cluster's full contents are written (old bytes copied for a partial write:
 //!    a compressed cluster, a zero cluster, or one that falls through to the backing);
 //! 3. data is synced, then the L2 entry (a new L2 table likewise: written, counted, then
-//!    the L1 entry) is written;
+//!    the L1 entry) is written; a write spanning many clusters does steps 1-2 for up to
+//!    `BATCH` of them and then one sync, so the cost is not one fsync per cluster;
 //! 4. only then are references to the old host clusters (of a compressed cluster) dropped.
 //!
 //! Step 1 before 3 is what `qemu-img check` requires: a referenced cluster with refcount 0
@@ -20,9 +21,9 @@
 //!
 //! Not handled (refused when opening): internal snapshots (shared clusters), extended L2
 //! entries, external data files, encryption, refcount widths other than 16 bits, images
-//! marked dirty or corrupt. Growing the refcount table itself is not done either: writes
-//! that would need it fail with an Unsupported error (the table qemu creates covers 16 TiB
-//! of file at 64 KiB clusters, 8 MiB at 512-byte clusters).
+//! marked dirty or corrupt. When the file outgrows its refcount table (qemu's first table
+//! covers 16 TiB of file at 64 KiB clusters, only 8 MiB at 512-byte clusters) a larger
+//! table is written at the end and the header switched to it last (`grow_table`).
 
 use crate::blockdev::{BlockDev, Extent};
 use crate::error::{check_range, Error, Result};
@@ -58,6 +59,9 @@ struct State {
     /// Next free cluster index at the end of the file.
     eof: u64,
     file_len: u64,
+    /// Writes so far, and the one that is made to fail (crash tests).
+    writes: u64,
+    fail_at: Option<u64>,
 }
 
 /// Big-endian fields from image bytes; a short buffer reads as 0 (callers pass fixed-size
@@ -170,6 +174,8 @@ pub fn open_writable_with(path: &Path, options: &OpenOptions) -> Result<Qcow2InP
             rt,
             eof: file_len.div_ceil(cs),
             file_len,
+            writes: 0,
+            fail_at: None,
         }),
     })
 }
@@ -209,6 +215,10 @@ impl State {
     }
 
     fn write_at(&mut self, name: &str, b: &[u8], off: u64) -> Result<()> {
+        if self.fail_at == Some(self.writes) {
+            return Err(Error::io(name, std::io::Error::other("injected crash")));
+        }
+        self.writes += 1;
         self.file
             .write_all_at(b, off)
             .map_err(|e| Error::io(name, e))?;
@@ -225,10 +235,13 @@ impl State {
     fn refcount_slot(&mut self, name: &str, hc: u64) -> Result<u64> {
         let per_block = self.cs / 2;
         let bi = hc / per_block;
+        if bi >= self.rt.len() as u64 {
+            self.grow_table(name, bi)?;
+        }
         let Some(&be) = self.rt.get(bi as usize) else {
             return Err(Error::unsupported(
                 name,
-                "writing in place: growing the refcount table (the image would outgrow it)",
+                "writing in place: a refcount table this large",
             ));
         };
         let block = if be == 0 {
@@ -260,6 +273,91 @@ impl State {
             )?
         };
         Ok(block + (hc % per_block) * 2)
+    }
+
+    /// Replaces the refcount table by a larger one covering refcount block `need`, placed
+    /// at the end of the file with the new refcount blocks it needs (which count the new
+    /// area, themselves included). Crash-safe order: the new blocks and table are written
+    /// and counts for the new area raised in existing blocks (only leaks if we stop
+    /// there), synced; then the header's two table fields change in one 12-byte write
+    /// inside the first sector, synced; only then are the old table's clusters released.
+    fn grow_table(&mut self, name: &str, need: u64) -> Result<()> {
+        let cs = self.cs;
+        let per_block = cs / 2;
+        let old_entries = self.rt.len() as u64;
+        let want = (need + 2).max(old_entries + old_entries / 2);
+        let start = self.eof;
+        // Fixed point: the new area [start, end) holds `nb` new blocks then the table of
+        // `nt` clusters, and the blocks cover the whole area.
+        let (mut nb, mut nt) = (0u64, want.saturating_mul(8).div_ceil(cs));
+        let mut new_blocks: Vec<u64>;
+        loop {
+            let end = start + nb + nt;
+            let entries = (nt * cs / 8).max(want);
+            let (lo, hi) = (start / per_block, (end - 1) / per_block);
+            new_blocks = (lo..=hi)
+                .filter(|&bi| {
+                    self.rt
+                        .get(bi as usize)
+                        .is_none_or(|&e| e & OFFSET_MASK == 0)
+                })
+                .collect();
+            let nt2 = entries.max(hi + 2).saturating_mul(8).div_ceil(cs);
+            if new_blocks.len() as u64 == nb && nt2 == nt {
+                break;
+            }
+            nb = new_blocks.len() as u64;
+            nt = nt2;
+        }
+        if nt > (64 << 20) / cs {
+            return Err(Error::unsupported(
+                name,
+                "writing in place: a refcount table over 64 MiB",
+            ));
+        }
+        let end = start + nb + nt;
+        let table_at = (start + nb) * cs;
+        let mut table = self.rt.clone();
+        table.resize((nt * cs / 8) as usize, 0);
+        // The new blocks: ones for the new area's clusters in their range.
+        for (k, &bi) in new_blocks.iter().enumerate() {
+            let at = (start + k as u64) * cs;
+            let mut b = vec![0u8; cs as usize];
+            for c in start.max(bi * per_block)..end.min((bi + 1) * per_block) {
+                let i = ((c % per_block) * 2) as usize;
+                b[i..i + 2].copy_from_slice(&1u16.to_be_bytes());
+            }
+            self.write_at(name, &b, at)?;
+            if let Some(slot) = table.get_mut(bi as usize) {
+                *slot = at;
+            }
+        }
+        // Existing blocks covering part of the new area count it too.
+        for c in start..end {
+            let bi = c / per_block;
+            if new_blocks.contains(&bi) {
+                continue;
+            }
+            let be = self.rt.get(bi as usize).copied().unwrap_or(0) & OFFSET_MASK;
+            let be = self.check_host(name, "qcow2 refcount table", self.rt_offset, be)?;
+            self.write_at(name, &1u16.to_be_bytes(), be + (c % per_block) * 2)?;
+        }
+        let bytes: Vec<u8> = table.iter().flat_map(|e| e.to_be_bytes()).collect();
+        self.write_at(name, &bytes, table_at)?;
+        self.sync(name)?;
+        let mut h = [0u8; 12];
+        h[..8].copy_from_slice(&table_at.to_be_bytes());
+        h[8..].copy_from_slice(&(nt as u32).to_be_bytes());
+        self.write_at(name, &h, 48)?;
+        self.sync(name)?;
+        let (old_at, old_clusters) = (self.rt_offset, (old_entries * 8).div_ceil(cs));
+        self.rt = table;
+        self.rt_offset = table_at;
+        self.eof = end;
+        for c in 0..old_clusters {
+            self.add_ref(name, old_at / cs + c, -1)?;
+        }
+        Ok(())
     }
 
     fn add_ref(&mut self, name: &str, hc: u64, delta: i32) -> Result<()> {
@@ -318,15 +416,51 @@ impl State {
     }
 }
 
+/// A cluster copied on write whose data is written but not yet referenced.
+struct Pending {
+    c: u64,
+    host: u64,
+    table: u64,
+    old: u64,
+}
+
 impl Qcow2InPlace {
-    /// Writes within guest cluster `c`: `data` at `within`.
-    fn write_cluster(&self, st: &mut State, c: u64, within: u64, data: &[u8]) -> Result<()> {
+    /// Host writes made so far (metadata and data), for crash tests.
+    #[doc(hidden)]
+    pub fn host_writes(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).writes
+    }
+
+    /// Makes host write number `n` (counting from 0) and every later one fail, as if the
+    /// machine stopped there: what is on disk is what a crash at that point leaves.
+    #[doc(hidden)]
+    pub fn crash_at_write(&self, n: u64) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).fail_at = Some(n);
+    }
+}
+
+/// Copies on write per batch: one sync before the batch's L2 entries instead of one per
+/// cluster, which is what makes a multi-MiB commit take milliseconds, not seconds.
+const BATCH: usize = 4096;
+
+impl Qcow2InPlace {
+    /// Writes within guest cluster `c`: `data` at `within`. A cluster that is not yet
+    /// plain data gets a fresh host cluster (counted, then written) and is returned to be
+    /// referenced by [`Self::finish`].
+    fn write_cluster(
+        &self,
+        st: &mut State,
+        c: u64,
+        within: u64,
+        data: &[u8],
+    ) -> Result<Option<Pending>> {
         let name = &self.name;
         let (entry, _) = st.l2_entry(name, c)?;
         let plain = entry & COMPRESSED == 0 && entry & OFFSET_MASK != 0 && entry & 1 == 0;
         if plain {
             let host = st.check_host(name, "qcow2 L2 table", 0, entry & OFFSET_MASK)?;
-            return st.write_at(name, data, host + within);
+            st.write_at(name, data, host + within)?;
+            return Ok(None);
         }
         // Copy on write: old contents, new bytes over them, a fresh cluster.
         let cs = st.cs;
@@ -343,19 +477,43 @@ impl Qcow2InPlace {
         let table = st.l2_table(name, c)?;
         let host = st.alloc(name)?;
         st.write_at(name, &buf, host)?;
-        st.sync(name)?;
+        Ok(Some(Pending {
+            c,
+            host,
+            table,
+            old: entry,
+        }))
+    }
+
+    /// Makes a batch of written clusters visible: data synced, then the L2 entries, then
+    /// (synced again) the old clusters' references dropped.
+    fn finish(&self, st: &mut State, batch: &mut Vec<Pending>) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let name = &self.name;
+        let cs = st.cs;
         let per = cs / 8;
-        st.write_at(name, &(host | COPIED).to_be_bytes(), table + (c % per) * 8)?;
-        // Drop the references of what the entry pointed at before.
-        if entry & COMPRESSED != 0 {
+        st.sync(name)?;
+        for p in batch.iter() {
+            st.write_at(
+                name,
+                &(p.host | COPIED).to_be_bytes(),
+                p.table + (p.c % per) * 8,
+            )?;
+        }
+        if batch.iter().any(|p| p.old & OFFSET_MASK != 0) {
             st.sync(name)?;
-            let (a, b) = st.compressed_clusters(entry);
-            for hc in a..=b {
-                st.add_ref(name, hc, -1)?;
+        }
+        for p in batch.drain(..) {
+            if p.old & COMPRESSED != 0 {
+                let (a, b) = st.compressed_clusters(p.old);
+                for hc in a..=b {
+                    st.add_ref(name, hc, -1)?;
+                }
+            } else if p.old & OFFSET_MASK != 0 {
+                st.add_ref(name, (p.old & OFFSET_MASK) / cs, -1)?;
             }
-        } else if entry & OFFSET_MASK != 0 {
-            st.sync(name)?;
-            st.add_ref(name, (entry & OFFSET_MASK) / cs, -1)?;
         }
         Ok(())
     }
@@ -395,15 +553,28 @@ impl BlockDev for Qcow2InPlace {
         check_range(&self.name, offset, buf.len() as u64, self.size)?;
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut done = 0usize;
+        let mut batch = Vec::new();
         while done < buf.len() {
             let pos = offset + done as u64;
             let c = pos / st.cs;
             let within = pos % st.cs;
             let n = ((st.cs - within) as usize).min(buf.len() - done);
-            self.write_cluster(&mut st, c, within, &buf[done..done + n])?;
+            let r = self.write_cluster(&mut st, c, within, &buf[done..done + n]);
+            match r {
+                Ok(Some(p)) => batch.push(p),
+                Ok(None) => {}
+                Err(e) => {
+                    // What was written before the failure still becomes visible.
+                    let _ = self.finish(&mut st, &mut batch);
+                    return Err(e);
+                }
+            }
+            if batch.len() >= BATCH {
+                self.finish(&mut st, &mut batch)?;
+            }
             done += n;
         }
-        Ok(())
+        self.finish(&mut st, &mut batch)
     }
 
     fn flush(&self) -> Result<()> {

@@ -24,6 +24,7 @@ mod l2;
 mod refcount;
 
 use super::staged::StagedFile;
+use super::writepool::{WritePool, WRITE_THREADS};
 use crate::blockdev::{extents_in, BlockDev};
 use crate::copy::{Chunk, Encoder, Sink};
 use crate::error::{Error, Result};
@@ -75,6 +76,8 @@ struct Appender {
     file: File,
     buf: Vec<u8>,
     start: u64,
+    /// Full buffers are copied into the file by these threads, in any order.
+    pool: WritePool,
 }
 
 const APPEND_BUF: usize = 4 << 20;
@@ -98,12 +101,14 @@ impl Appender {
         self.push(name, &[])
     }
 
-    fn flush(&mut self, name: &str) -> Result<()> {
-        self.file
-            .write_all_at(&self.buf, self.start)
-            .map_err(|e| Error::io(name, e))?;
-        self.start += self.buf.len() as u64;
-        self.buf.clear();
+    fn flush(&mut self, _name: &str) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.buf, self.pool.spare(APPEND_BUF + (2 << 20)));
+        let len = full.len() as u64;
+        self.pool.write_buf(full, self.start)?;
+        self.start += len;
         Ok(())
     }
 }
@@ -169,6 +174,7 @@ impl Qcow2Sink {
         )?;
         let out = StagedFile::create(dest, overwrite)?;
         let file = out.file()?.try_clone().map_err(|e| Error::io(&name, e))?;
+        let pool = WritePool::new(&file, &name, WRITE_THREADS)?;
         let mut refs = Refcounts::default();
         refs.add(&name, 0)?;
         let enc = Arc::new(ClusterEncoder {
@@ -188,6 +194,7 @@ impl Qcow2Sink {
             l2_entries,
             enc,
             app: Appender {
+                pool,
                 file,
                 buf: Vec::with_capacity(APPEND_BUF + (2 << 20)),
                 start: cs,
@@ -424,6 +431,7 @@ impl Qcow2Sink {
             self.app.push(&self.name, &b)?;
         }
         self.app.flush(&self.name)?;
+        self.app.pool.finish()?;
         let rt_clusters = u32::try_from(layout.table_clusters)
             .map_err(|_| Error::unsupported(&self.name, "a refcount table this large"))?;
         let head = header::encode(
