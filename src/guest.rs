@@ -105,6 +105,11 @@ pub fn volumes(images: &[PathBuf], opts: &OpenOptions) -> Result<Volumes> {
         let img = open_image(p, opts).with_context(|| format!("cannot open {}", p.display()))?;
         opened.push((p.display().to_string(), img as Arc<dyn BlockDev>));
     }
+    volumes_of(opened)
+}
+
+/// Lists every volume of disks already opened (the disks of an OVA), named as given.
+pub fn volumes_of(opened: Vec<(String, Arc<dyn BlockDev>)>) -> Result<Volumes> {
     let layout = discover(opened)?;
     let mut warnings = layout.warnings.clone();
     let mut vols = Vec::new();

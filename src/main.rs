@@ -1,12 +1,16 @@
 //! `transplant`: offline disk-image surgery. The CLI is thin: it parses, calls the
 //! libraries and prints; each subcommand is one module.
 
+mod batch;
 mod cat;
 mod convert;
 mod exit;
+mod export;
+mod export_info;
 mod guest;
 mod human;
 mod info;
+mod libvirt;
 mod ls;
 mod map;
 mod mount;
@@ -63,6 +67,7 @@ enum Command {
     Mount(mount::MountArgs),
     Ls(ls::LsArgs),
     Cat(cat::CatArgs),
+    Batch(batch::BatchArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +79,7 @@ fn main() -> ExitCode {
         Command::Mount(a) => mount::run(a),
         Command::Ls(a) => ls::run(a),
         Command::Cat(a) => cat::run(a),
+        Command::Batch(a) => batch::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

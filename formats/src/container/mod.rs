@@ -15,7 +15,8 @@ pub mod vmx;
 
 pub use check::PendingCheck;
 pub use guest::{
-    DiskLocation, Firmware, GuestDescription, GuestDisk, GuestNic, SourceBus, SourceKind,
+    normalise_mac, safe_name, DiskLocation, Firmware, GuestDescription, GuestDisk, GuestNic,
+    SourceBus, SourceKind,
 };
 
 use crate::blockdev::{BlockDev, Extent};
