@@ -46,15 +46,49 @@ pub fn file_range(file: Arc<RawFile>, offset: u64, len: u64, name: &str) -> Resu
 pub fn open_image_in(dev: Arc<dyn BlockDev>, display: &Path) -> Result<Arc<dyn Image>> {
     let ctx = OpenCtx::detached();
     let p = probe(&*dev)?;
-    match p.format {
+    let stored = dev.len();
+    let inner = match p.format {
         Format::Raw => Ok(Arc::new(DevImage {
             dev,
             probed_as_raw: p.fallback_raw,
-        })),
+        }) as Arc<dyn Image>),
         Format::Qcow2 => crate::qcow2::open(dev, display, &ctx),
         Format::Vmdk => crate::vmdk::open(dev, display, &ctx),
         Format::Vhdx => crate::vhdx::open(dev, display, &ctx),
         Format::Vpc => crate::vhd::open(dev, display, &ctx),
+    }?;
+    Ok(Arc::new(InPlace { inner, stored }))
+}
+
+/// An image read in place inside a container: its `info` counts the member's bytes as the
+/// bytes the host stores for it (the readers would look for a file of that name).
+struct InPlace {
+    inner: Arc<dyn Image>,
+    stored: u64,
+}
+
+impl BlockDev for InPlace {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn extent_at(&self, offset: u64) -> Result<Extent> {
+        self.inner.extent_at(offset)
+    }
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+}
+
+impl Image for InPlace {
+    fn info(&self) -> ImageInfo {
+        let mut i = self.inner.info();
+        i.file_bytes = self.stored;
+        i.notes
+            .push("read in place inside its container, without unpacking".into());
+        i
     }
 }
 
