@@ -388,3 +388,60 @@ fn batch_converts_the_good_and_isolates_the_bad() {
         text(&o)
     );
 }
+
+#[test]
+fn an_interrupted_guest_leaves_no_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A bare disk of random bytes: compressing it on one thread takes seconds, long
+    // enough to interrupt the guest in the middle.
+    let disk = tmp.path().join("big.raw");
+    {
+        let mut src = std::fs::File::open("/dev/urandom").unwrap();
+        let mut dst = std::fs::File::create(&disk).unwrap();
+        std::io::copy(&mut std::io::Read::take(&mut src, 192 << 20), &mut dst).unwrap();
+    }
+    let out = tmp.path().join("out");
+    let mut child = bin()
+        .args([
+            "batch",
+            disk.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(["-j", "1", "--threads", "1", "-c", "-q"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let staged = loop {
+        let found = std::fs::read_dir(&out).ok().and_then(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .find(|n| n.starts_with(".big.transplant-partial-"))
+        });
+        if found.is_some() || start.elapsed().as_secs() > 30 {
+            break found;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert!(staged.is_some(), "the guest was never staged");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("interrupted"),
+        "{}",
+        text(&o)
+    );
+    let left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
