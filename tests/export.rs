@@ -445,3 +445,41 @@ fn an_interrupted_guest_leaves_no_output() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+fn vmx_disks_named_by_datastore_path_are_found_beside_it() {
+    if !tools() {
+        return;
+    }
+    let f = fixtures();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("app03");
+    std::fs::create_dir(&d).unwrap();
+    for e in std::fs::read_dir(f.join("app03")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), d.join(e.file_name())).unwrap();
+    }
+    let vmx = std::fs::read_to_string(d.join("app03.vmx")).unwrap();
+    std::fs::write(
+        d.join("app03.vmx"),
+        vmx.replace(
+            "scsi0:0.fileName = \"app03.vmdk\"",
+            "scsi0:0.fileName = \"/vmfs/volumes/ds1/app03/app03.vmdk\"",
+        ),
+    )
+    .unwrap();
+    let v = info_json(tmp.path(), "app03");
+    assert_eq!(v["disks"][0]["info"]["subformat"], "twoGbMaxExtentSparse");
+    assert!(v["warnings"].to_string().contains("beside the .vmx"), "{v}");
+    // A name that climbs out is still refused when nothing of that name is beside it.
+    std::fs::write(
+        d.join("app03.vmx"),
+        vmx.replace(
+            "scsi0:0.fileName = \"app03.vmdk\"",
+            "scsi0:0.fileName = \"../../etc/passwd.vmdk\"",
+        ),
+    )
+    .unwrap();
+    let o = run(&["info", "app03"], tmp.path());
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+}

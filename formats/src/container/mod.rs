@@ -348,7 +348,26 @@ fn open_vmx(path: &Path, opts: &ExportOptions) -> Result<Export> {
             continue;
         };
         let reference = f.to_string_lossy().into_owned();
-        let resolved = ctx.resolve(path, &reference)?;
+        let resolved = match ctx.resolve(path, &reference) {
+            Ok(r) => r,
+            Err(e) => {
+                // A disk named by its datastore path on the old host
+                // ("/vmfs/volumes/ds1/web/web.vmdk"): exports carry it beside the .vmx.
+                let base = reference.rsplit(['/', '\\']).next().unwrap_or("");
+                match (base != reference && !base.is_empty() && base != "..")
+                    .then(|| ctx.resolve(path, base).ok())
+                    .flatten()
+                {
+                    Some(r) => {
+                        g.warnings.push(format!(
+                            "'{reference}' could not be used ({e}); took '{base}' beside the .vmx instead"
+                        ));
+                        r
+                    }
+                    None => return Err(e),
+                }
+            }
+        };
         let image = open_image_with(&resolved, &ctx)?;
         d.capacity = Some(image.len());
         d.location = DiskLocation::File(resolved.clone());
