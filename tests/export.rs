@@ -163,6 +163,19 @@ fn info_describes_every_kind_of_export() {
         ["web01.ovf", "web01-disk1.vmdk", "web01-disk2.vmdk"]
     );
 
+    // Members inside a folder of the archive.
+    let v = info_json(&f, "infolder.ova");
+    assert_eq!(v["disks"][1]["source"], "web01/web01-disk2.vmdk");
+    assert!(
+        v["disks"][1]["digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("SHA256"),
+        "{v}"
+    );
+    assert_eq!(v["digests_checked"][0], "web01/web01.ovf");
+    assert!(!v["warnings"].to_string().contains("manifest"), "{v}");
+
     let v = info_json(&f, "exp05");
     assert_eq!(v["guest"]["source"], "ovf");
     assert_eq!(v["disks"][0]["filesystems"][0]["label"], "exp05-root");

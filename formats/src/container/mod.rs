@@ -406,6 +406,9 @@ fn open_vmx(path: &Path, opts: &ExportOptions) -> Result<Export> {
 /// Manifest bookkeeping shared by the three OVF-based readers.
 struct Checks {
     manifest: Option<Manifest>,
+    /// The descriptor's folder inside the archive ("" or "dir/"): manifest names and
+    /// descriptor hrefs are relative to it.
+    prefix: String,
     package: String,
     checked: Vec<String>,
     warnings: Vec<String>,
@@ -422,6 +425,7 @@ impl Checks {
         }
         Checks {
             manifest,
+            prefix: String::new(),
             package: package.to_string(),
             checked: Vec::new(),
             warnings,
@@ -429,6 +433,7 @@ impl Checks {
     }
 
     fn entry(&mut self, file: &str) -> Option<manifest::Entry> {
+        let file = file.strip_prefix(self.prefix.as_str()).unwrap_or(file);
         let m = self.manifest.as_ref()?;
         let e = m.entry(file).cloned();
         if e.is_none() {
@@ -454,7 +459,8 @@ impl Checks {
     fn unknown_entries(&mut self, present: &[String]) {
         if let Some(m) = &self.manifest {
             for e in &m.entries {
-                if !present.iter().any(|p| p == &e.file) {
+                let full = format!("{}{}", self.prefix, e.file);
+                if !present.iter().any(|p| p == &e.file || *p == full) {
                     self.warnings.push(format!(
                         "the manifest lists '{}', which the package does not hold",
                         e.file
@@ -693,6 +699,7 @@ fn open_ova(path: &Path, opts: &ExportOptions) -> Result<Export> {
         None => None,
     };
     let mut checks = Checks::new(manifest, &name);
+    checks.prefix = member_dir(&ovf_m.name);
     checks.check_now(&ovf_m.name, &text)?;
     let mut g = o.guest.clone();
     g.source = SourceKind::Ova;
@@ -702,7 +709,7 @@ fn open_ova(path: &Path, opts: &ExportOptions) -> Result<Export> {
         let DiskLocation::Member(href) = d.location.clone() else {
             continue;
         };
-        let want = tar::clean_name(href.as_bytes(), &name)?;
+        let want = tar::clean_name(format!("{}{href}", checks.prefix).as_bytes(), &name)?;
         let m = files.iter().find(|m| m.name == want).ok_or_else(|| {
             Error::corrupt(
                 &name,
@@ -779,10 +786,14 @@ fn open_ova(path: &Path, opts: &ExportOptions) -> Result<Export> {
             continue;
         }
         if m.size <= 64 << 20
-            && checks
-                .manifest
-                .as_ref()
-                .is_some_and(|x| x.entry(&m.name).is_some())
+            && checks.manifest.as_ref().is_some_and(|x| {
+                x.entry(
+                    m.name
+                        .strip_prefix(checks.prefix.as_str())
+                        .unwrap_or(&m.name),
+                )
+                .is_some()
+            })
         {
             let data = read_small(&*range(m)?, 64 << 20, "ova member")?;
             checks.check_now(&m.name, &data)?;
@@ -798,6 +809,14 @@ fn open_ova(path: &Path, opts: &ExportOptions) -> Result<Export> {
         checked: checks.checked,
         _scratch: scratch,
     })
+}
+
+/// The folder of a member inside the archive, with its trailing `/` ("" at the top).
+fn member_dir(name: &str) -> String {
+    match name.rfind('/') {
+        Some(i) => name.get(..=i).unwrap_or("").to_string(),
+        None => String::new(),
+    }
 }
 
 /// Sequential `Read` over a device.
@@ -884,7 +903,12 @@ fn open_ova_gzip(path: &Path, opts: &ExportOptions) -> Result<Export> {
             let out = dir.join(unpacked_name(&m.name));
             let mut f =
                 std::fs::File::create(&out).map_err(|e| Error::io(out.display().to_string(), e))?;
-            let entry = manifest.as_ref().and_then(|x| x.entry(&m.name)).cloned();
+            let prefix = ovf_text
+                .as_ref()
+                .map(|o| member_dir(&o.0))
+                .unwrap_or_default();
+            let rel = m.name.strip_prefix(prefix.as_str()).unwrap_or(&m.name);
+            let entry = manifest.as_ref().and_then(|x| x.entry(rel)).cloned();
             let mut hasher = entry.as_ref().map(|e| Hasher::new(e.algorithm));
             let out_name = out.display().to_string();
             copy_hashing(
@@ -903,6 +927,7 @@ fn open_ova_gzip(path: &Path, opts: &ExportOptions) -> Result<Export> {
         .ok_or_else(|| Error::corrupt(&name, "ova archive", 0, "it holds no .ovf descriptor"))?;
     let o = ovf::parse(&text, &format!("{name}:{ovf_name}"), &stem(path))?;
     let mut checks = Checks::new(manifest, &name);
+    checks.prefix = member_dir(&ovf_name);
     checks.check_now(&ovf_name, &text)?;
     let ctx = OpenCtx::new(opts.open.clone());
     let mut g = o.guest.clone();
@@ -912,7 +937,7 @@ fn open_ova_gzip(path: &Path, opts: &ExportOptions) -> Result<Export> {
         let DiskLocation::Member(href) = d.location.clone() else {
             continue;
         };
-        let want = tar::clean_name(href.as_bytes(), &name)?;
+        let want = tar::clean_name(format!("{}{href}", checks.prefix).as_bytes(), &name)?;
         let (mname, file, digest) = unpacked.iter().find(|u| u.0 == want).ok_or_else(|| {
             Error::corrupt(
                 &name,
