@@ -858,6 +858,8 @@ fn open_ova_gzip(path: &Path, opts: &ExportOptions) -> Result<Export> {
     let mut scratch = None;
     let dir = scratch_dir(&mut scratch, opts)?;
     let mut ovf_text: Option<(String, Vec<u8>)> = None;
+    // Member names of the files the descriptor references, once it has been seen.
+    let mut hrefs: Option<Vec<String>> = None;
     let mut manifest: Option<Manifest> = None;
     // (member name, unpacked path, digest when hashed while unpacking)
     let mut unpacked: Vec<Unpacked> = Vec::new();
@@ -886,6 +888,19 @@ fn open_ova_gzip(path: &Path, opts: &ExportOptions) -> Result<Export> {
             }
             let mut b = vec![0u8; m.size as usize];
             src.read_data(&mut b)?;
+            hrefs = Some(
+                ovf::parse(&b, &format!("{name}:{}", m.name), "guest")?
+                    .files
+                    .iter()
+                    .filter_map(|f| {
+                        tar::clean_name(
+                            format!("{}{}", member_dir(&m.name), f.href).as_bytes(),
+                            &name,
+                        )
+                        .ok()
+                    })
+                    .collect(),
+            );
             ovf_text = Some((m.name.clone(), b));
         } else if lower.ends_with(".mf") && manifest.is_none() {
             if m.size > manifest::MAX_MANIFEST_BYTES as u64 {
@@ -899,6 +914,9 @@ fn open_ova_gzip(path: &Path, opts: &ExportOptions) -> Result<Export> {
             let mut b = vec![0u8; m.size as usize];
             src.read_data(&mut b)?;
             manifest = Some(manifest::parse(&b, &format!("{name}:{}", m.name))?);
+        } else if hrefs.as_ref().is_some_and(|h| !h.contains(&m.name)) {
+            // Not a file the descriptor names (an ISO, a certificate): not unpacked.
+            src.skip(m.size)?;
         } else {
             let out = dir.join(unpacked_name(&m.name));
             let mut f =
