@@ -88,6 +88,9 @@ pub struct ConvertArgs {
 pub fn run(a: ConvertArgs) -> Result<()> {
     // An OVA/OVF/VMX input converts a whole guest into the folder OUTPUT.
     if crate::export::is_export_input(&a.input) {
+        if !a.options.is_empty() || a.backing.is_some() {
+            bail!("-o and --backing apply to single images, not to an export's guest folder");
+        }
         return crate::export::run_convert(
             &a.input,
             &a.output,

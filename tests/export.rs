@@ -275,6 +275,25 @@ fn convert_an_ova_into_a_guest_folder() {
         .collect();
     assert_eq!(left, ["web01"], "staging folders left behind");
 
+    // --to physical: SATA disks, a stand-in NIC model, still a valid domain.
+    let phys = tmp.path().join("db02");
+    let o = run(
+        &[
+            "convert",
+            "db02.ova",
+            phys.to_str().unwrap(),
+            "--to",
+            "physical",
+            "-q",
+        ],
+        &f,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let xml = std::fs::read_to_string(phys.join("db02.xml")).unwrap();
+    assert!(xml.contains("<target dev='sda' bus='sata'/>"), "{xml}");
+    check_xml(&phys.join("db02.xml"));
+    std::fs::remove_dir_all(&phys).unwrap();
+
     // A wrong digest: corrupt (exit 3), and no output at all.
     let bad = tmp.path().join("bad");
     let o = run(&["convert", "badhash.ova", bad.to_str().unwrap()], &f);
