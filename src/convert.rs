@@ -88,11 +88,37 @@ pub struct ConvertArgs {
     /// Worker threads for reading and decompressing (default: all cores).
     #[arg(short = 'j', long, value_name = "N")]
     threads: Option<usize>,
+    /// Rewrite the guest for this target (kvm: virtio-blk; kvm-scsi: virtio-scsi;
+    /// physical). With an OVA/OVF/VMX input it also picks the domain XML's disk bus.
+    #[arg(long, value_enum)]
+    to: Option<crate::export::Target>,
     #[command(flatten)]
     open: OpenArgs,
 }
 
 pub fn run(a: ConvertArgs) -> Result<()> {
+    // An OVA/OVF/VMX input converts a whole guest into the folder OUTPUT.
+    if crate::export::is_export_input(&a.input) {
+        if !a.options.is_empty() || a.backing.is_some() {
+            bail!("-o and --backing apply to single images, not to an export's guest folder");
+        }
+        return crate::export::run_convert(
+            &a.input,
+            &a.output,
+            a.out_format,
+            a.compress,
+            a.to,
+            a.overwrite,
+            a.threads,
+            a.open.options(),
+            a.progress,
+            a.json,
+            a.quiet,
+        );
+    }
+    if a.to.is_some() {
+        bail!("--to on a single image needs the guest rewriter, which is not in this build; an OVA/OVF/VMX input converts without it");
+    }
     let img = open_image(&a.input, &a.open.options())
         .with_context(|| format!("cannot open {}", a.input.display()))?;
     if same_file(&a.input, &a.output) {

@@ -119,6 +119,11 @@ pub fn volumes(images: &[PathBuf], opts: &OpenOptions) -> Result<Volumes> {
     volumes_on(opened, false)
 }
 
+/// Lists every volume of disks already opened (the disks of an OVA), named as given.
+pub fn volumes_of(opened: Vec<(String, Arc<dyn BlockDev>)>) -> Result<Volumes> {
+    volumes_on(opened, false)
+}
+
 /// Lists the volumes of opened disks; with `writable`, ext2/3/4 filesystems are opened for
 /// writing where that is safe, and `Volumes::refused` says why where it is not.
 pub fn volumes_on(opened: Vec<(String, Arc<dyn BlockDev>)>, writable: bool) -> Result<Volumes> {

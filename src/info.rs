@@ -51,6 +51,9 @@ struct FsJson {
 }
 
 pub fn run(a: InfoArgs) -> Result<()> {
+    if crate::export::is_export_input(&a.image) {
+        return crate::export_info::run(&a.image, a.json, &a.open.options());
+    }
     let img = open_image(&a.image, &a.open.options())
         .with_context(|| format!("cannot open {}", a.image.display()))?;
     let info = img.info();
@@ -150,7 +153,7 @@ fn print_vg(vg: &VolumeGroup) {
     }
 }
 
-fn print_partitions(t: &PartitionTable) {
+pub(crate) fn print_partitions(t: &PartitionTable) {
     let scheme = match t.scheme {
         transplant_formats::partition::Scheme::Mbr => "MBR",
         transplant_formats::partition::Scheme::Gpt => "GPT",
@@ -192,7 +195,7 @@ fn print_partitions(t: &PartitionTable) {
     }
 }
 
-fn print_info(i: &ImageInfo, allocated: Option<u64>, depth: usize) {
+pub(crate) fn print_info(i: &ImageInfo, allocated: Option<u64>, depth: usize) {
     let pad = "    ".repeat(depth);
     println!("{pad}image: {}", i.filename);
     let sub = i

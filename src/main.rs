@@ -1,14 +1,18 @@
 //! `transplant`: offline disk-image surgery. The CLI is thin: it parses, calls the
 //! libraries and prints; each subcommand is one module.
 
+mod batch;
 mod cat;
 mod convert;
 mod edit;
 mod exit;
+mod export;
+mod export_info;
 mod guest;
 mod human;
 mod info;
 mod inspect;
+mod libvirt;
 mod ls;
 mod map;
 mod mount;
@@ -71,6 +75,7 @@ enum Command {
     Mkdir(edit::MkdirArgs),
     Inspect(inspect::InspectArgs),
     Undo(undo::UndoArgs),
+    Batch(batch::BatchArgs),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +92,7 @@ fn main() -> ExitCode {
         Command::Mkdir(a) => edit::run_mkdir(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Undo(a) => undo::run(a),
+        Command::Batch(a) => batch::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@
 //! bound every allocation by what the file could really hold.
 
 pub mod blockdev;
+pub mod container;
 pub mod copy;
 pub mod error;
 pub mod hostdev;
