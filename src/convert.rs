@@ -43,9 +43,10 @@ pub enum OutFormat {
 pub struct ConvertArgs {
     /// Input image (any readable format; probed unless -f is given).
     input: PathBuf,
-    /// Output file. It is written under a hidden temporary name in the same folder and
-    /// renamed when complete.
-    output: PathBuf,
+    /// Output file (or block device, or with an OVA/OVF/VMX input a folder). It is written
+    /// under a hidden temporary name in the same folder and renamed when complete. Not
+    /// given with `--to ... --in-place` or `--dry-run`.
+    output: Option<PathBuf>,
     /// Output format.
     #[arg(short = 'O', long = "output-format", value_enum, default_value = "raw")]
     out_format: OutFormat,
@@ -93,18 +94,49 @@ pub struct ConvertArgs {
     #[arg(long, value_enum)]
     to: Option<crate::export::Target>,
     #[command(flatten)]
+    v2v: crate::v2v::V2vArgs,
+    #[command(flatten)]
     open: OpenArgs,
 }
 
+impl ConvertArgs {
+    pub fn v2v(&self) -> &crate::v2v::V2vArgs {
+        &self.v2v
+    }
+    pub fn input_path(&self) -> &std::path::Path {
+        &self.input
+    }
+    pub fn output_path(&self) -> Option<&std::path::Path> {
+        self.output.as_deref()
+    }
+    pub fn backing_path(&self) -> Option<&std::path::Path> {
+        self.backing.as_deref()
+    }
+    /// OUTPUT, which every mode but `--in-place`/`--dry-run` needs (checked in `run`).
+    fn out(&self) -> &std::path::Path {
+        self.output.as_deref().unwrap_or(std::path::Path::new(""))
+    }
+}
+
 pub fn run(a: ConvertArgs) -> Result<()> {
+    let rewriting_only = a.v2v.in_place || a.v2v.dry_run;
+    if a.output.is_none() && !rewriting_only {
+        bail!("OUTPUT is missing (it may be left out only with --to ... --in-place or --dry-run)");
+    }
+    if a.output.is_some() && a.v2v.in_place {
+        bail!("--in-place rewrites the input itself; give no OUTPUT");
+    }
     // An OVA/OVF/VMX input converts a whole guest into the folder OUTPUT.
     if crate::export::is_export_input(&a.input) {
+        if rewriting_only {
+            bail!("--in-place and --dry-run apply to single images, not to an export");
+        }
         if !a.options.is_empty() || a.backing.is_some() {
             bail!("-o and --backing apply to single images, not to an export's guest folder");
         }
         return crate::export::run_convert(
             &a.input,
-            &a.output,
+            a.out(),
             a.out_format,
             a.compress,
             a.to,
@@ -116,15 +148,27 @@ pub fn run(a: ConvertArgs) -> Result<()> {
             a.quiet,
         );
     }
-    if a.to.is_some() {
-        bail!("--to on a single image needs the guest rewriter, which is not in this build; an OVA/OVF/VMX input converts without it");
+    if let Some(t) = a.to {
+        if !rewriting_only && same_file(&a.input, a.out()) {
+            bail!(
+                "the output {} is the input; choose another name (or --in-place)",
+                a.out().display()
+            );
+        }
+        return crate::v2v::run(&a, t, &a.open.options());
     }
     let img = open_image(&a.input, &a.open.options())
         .with_context(|| format!("cannot open {}", a.input.display()))?;
-    if same_file(&a.input, &a.output) {
+    copy_out(&a, img.clone(), &*img)
+}
+
+/// Copies `img` (the input, the rewritten overlay, or only its changes for a thin
+/// overlay) into OUTPUT as the options say; `--verify` checks OUTPUT reads as `expect`.
+pub fn copy_out(a: &ConvertArgs, img: Arc<dyn BlockDev>, expect: &dyn BlockDev) -> Result<()> {
+    if same_file(&a.input, a.out()) {
         bail!(
             "the output {} is the input; choose another name",
-            a.output.display()
+            a.out().display()
         );
     }
     let mut opts = CopyOptions::default();
@@ -137,11 +181,11 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
 
     let opts_kv = parse_options(&a.options)?;
-    let to_device = hostdev::is_block_device(&a.output);
+    let to_device = hostdev::is_block_device(a.out());
     if a.zero_fill && !to_device {
         bail!("--zero-fill is for block-device outputs; files keep holes as holes");
     }
-    let mut sink = make_sink(&a, img.len(), &opts_kv)?;
+    let mut sink = make_sink(a, img.len(), &opts_kv)?;
     let mut reporter = Reporter::new(a.json, a.progress, a.quiet);
     let start = Instant::now();
     let stats = copy(&*img, &mut *sink, &opts, &mut |p| reporter.update(p));
@@ -152,7 +196,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
             format!(
                 "converting {} failed; {} now holds a partial copy",
                 a.input.display(),
-                a.output.display()
+                a.out().display()
             )
         } else {
             format!("converting {} failed", a.input.display())
@@ -161,7 +205,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     let secs = start.elapsed().as_secs_f64();
     let verify_secs = if a.verify {
         let vstart = Instant::now();
-        verify_output(&a, &*img, &opts, to_device)?;
+        verify_output(a, expect, &opts, to_device)?;
         Some(vstart.elapsed().as_secs_f64())
     } else {
         None
@@ -170,7 +214,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
         eprintln!(
             "note: only data was written to {}; where the input has holes the device keeps \
              its old bytes (pass --zero-fill to zero them)",
-            a.output.display()
+            a.out().display()
         );
     }
     if a.json {
@@ -185,7 +229,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
         eprintln!(
             "converted {} -> {}: {} virtual, {} of data read, {} written, {:.1}s",
             a.input.display(),
-            a.output.display(),
+            a.out().display(),
             human::size(stats.virtual_size),
             human::size(stats.data_bytes),
             human::size(stats.written_bytes),
@@ -207,7 +251,7 @@ fn verify_output(
     copts: &CopyOptions,
     to_device: bool,
 ) -> Result<()> {
-    if let Ok(f) = std::fs::File::open(&a.output) {
+    if let Ok(f) = std::fs::File::open(a.out()) {
         use std::os::unix::io::AsRawFd;
         // SAFETY: advice on an fd we own; no memory is passed.
         unsafe {
@@ -226,17 +270,17 @@ fn verify_output(
         allow_outside_paths: true,
         ..a.open.options()
     };
-    let out = open_image(&a.output, &open)
-        .with_context(|| format!("--verify: cannot open the output {}", a.output.display()))?;
+    let out = open_image(a.out(), &open)
+        .with_context(|| format!("--verify: cannot open the output {}", a.out().display()))?;
     let vopts = VerifyOptions {
         input_data_only: to_device && !a.zero_fill,
     };
     let (diff, _) = compare(input, &*out, copts, &vopts)
-        .with_context(|| format!("--verify of {} failed", a.output.display()))?;
+        .with_context(|| format!("--verify of {} failed", a.out().display()))?;
     if let Some(off) = diff {
         bail!(
             "--verify: {} differs from {} at byte {off} ({off:#x}); the output is wrong",
-            a.output.display(),
+            a.out().display(),
             a.input.display()
         );
     }
@@ -282,16 +326,16 @@ fn make_sink(a: &ConvertArgs, size: u64, kv: &[(String, String)]) -> Result<Box<
     if a.backing.is_some() && a.out_format != OutFormat::Qcow2 {
         bail!("--backing makes a qcow2 overlay; use -O qcow2");
     }
-    if hostdev::is_block_device(&a.output) {
+    if hostdev::is_block_device(a.out()) {
         if a.out_format != OutFormat::Raw || a.compress || !kv.is_empty() {
             bail!(
                 "{} is a block device: only -O raw (with no -o options) is written onto devices",
-                a.output.display()
+                a.out().display()
             );
         }
         if !a.overwrite {
             return Err(transplant_formats::Error::refused(
-                a.output.display().to_string(),
+                a.out().display().to_string(),
                 "this block device's contents would be replaced; pass --overwrite to go ahead",
             )
             .into());
@@ -299,7 +343,7 @@ fn make_sink(a: &ConvertArgs, size: u64, kv: &[(String, String)]) -> Result<Box<
         let o = DeviceOptions {
             zero_fill: a.zero_fill,
         };
-        return Ok(Box::new(DeviceSink::create(&a.output, size, &o)?));
+        return Ok(Box::new(DeviceSink::create(a.out(), size, &o)?));
     }
     match a.out_format {
         OutFormat::Raw => {
@@ -309,7 +353,7 @@ fn make_sink(a: &ConvertArgs, size: u64, kv: &[(String, String)]) -> Result<Box<
             if a.compress {
                 bail!("raw output cannot be compressed; use -O qcow2 -c");
             }
-            Ok(Box::new(RawSink::create(&a.output, size, a.overwrite)?))
+            Ok(Box::new(RawSink::create(a.out(), size, a.overwrite)?))
         }
         OutFormat::Qcow2 => {
             let mut o = Qcow2Options::default();
@@ -338,10 +382,10 @@ fn make_sink(a: &ConvertArgs, size: u64, kv: &[(String, String)]) -> Result<Box<
                 let dev = open_image(b, &a.open.options())
                     .with_context(|| format!("cannot open the backing file {}", b.display()))?;
                 o.backing_format = Some(dev.info().format.to_string());
-                o.backing_file = Some(backing_name(b, &a.output)?);
+                o.backing_file = Some(backing_name(b, a.out())?);
                 backing_dev = Some(dev);
             }
-            let mut sink = Qcow2Sink::create(&a.output, size, &o, a.overwrite)?;
+            let mut sink = Qcow2Sink::create(a.out(), size, &o, a.overwrite)?;
             if let Some(d) = backing_dev {
                 sink = sink.with_backing_dev(d);
             }
@@ -360,7 +404,7 @@ fn make_sink(a: &ConvertArgs, size: u64, kv: &[(String, String)]) -> Result<Box<
                     other => return Err(unknown(other)),
                 }
             }
-            Ok(vmdk_sink(&a.output, size, &o, a.overwrite)?)
+            Ok(vmdk_sink(a.out(), size, &o, a.overwrite)?)
         }
         OutFormat::Vhdx => {
             let mut o = VhdxOptions::default();
@@ -381,7 +425,7 @@ fn make_sink(a: &ConvertArgs, size: u64, kv: &[(String, String)]) -> Result<Box<
                 }
             }
             Ok(Box::new(VhdxSink::create(
-                &a.output,
+                a.out(),
                 size,
                 &o,
                 a.overwrite,

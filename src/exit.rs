@@ -13,7 +13,23 @@ pub fn code_for(kind: ErrorKind) -> u8 {
     }
 }
 
+/// Not an error: the command did its work but has warnings to look at (they are printed);
+/// the exit status says so (6) without a message.
+#[derive(Debug)]
+pub struct Warned;
+
+impl std::fmt::Display for Warned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("done, with warnings")
+    }
+}
+
+impl std::error::Error for Warned {}
+
 pub fn report(e: &anyhow::Error) -> ExitCode {
+    if e.downcast_ref::<Warned>().is_some() {
+        return ExitCode::from(crate::v2v::EXIT_WARNINGS);
+    }
     let kind = e
         .chain()
         .find_map(|c| c.downcast_ref::<Error>())

@@ -41,10 +41,6 @@ pub struct InspectArgs {
 }
 
 /// The lister of initramfs members until the cpio reader is wired in.
-fn no_cpio_reader(_: &[u8]) -> Result<Vec<String>, String> {
-    Err("member listing needs the initramfs reader, not in this build".into())
-}
-
 fn partuuid(v: &Vols, vol: &Volume) -> Option<String> {
     let disk = v.layout.disks.get(vol.disk_index?)?;
     let table = disk.table.as_ref()?;
@@ -172,7 +168,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
     let (tree, notes) = tree_for_root(&v, root)?;
     let gvols = guest_volumes(&v);
     let states = volume_states(&v);
-    let lister: &ListMembers = &no_cpio_reader;
+    let lister: &ListMembers = &crate::v2v::list_members;
     let mut ins = inspect_with(&tree, &gvols, &states, lister);
     ins.root = Some(root.name.clone());
     ins.roots = root_names;

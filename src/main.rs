@@ -18,6 +18,7 @@ mod map;
 mod mount;
 mod progress;
 mod undo;
+mod v2v;
 
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
