@@ -159,12 +159,17 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     }
     let img = open_image(&a.input, &a.open.options())
         .with_context(|| format!("cannot open {}", a.input.display()))?;
-    copy_out(&a, img.clone(), &*img)
+    copy_out(&a, img.clone(), &*img, false)
 }
 
 /// Copies `img` (the input, the rewritten overlay, or only its changes for a thin
 /// overlay) into OUTPUT as the options say; `--verify` checks OUTPUT reads as `expect`.
-pub fn copy_out(a: &ConvertArgs, img: Arc<dyn BlockDev>, expect: &dyn BlockDev) -> Result<()> {
+pub fn copy_out(
+    a: &ConvertArgs,
+    img: Arc<dyn BlockDev>,
+    expect: &dyn BlockDev,
+    delta: bool,
+) -> Result<()> {
     if same_file(&a.input, a.out()) {
         bail!(
             "the output {} is the input; choose another name",
@@ -185,7 +190,7 @@ pub fn copy_out(a: &ConvertArgs, img: Arc<dyn BlockDev>, expect: &dyn BlockDev) 
     if a.zero_fill && !to_device {
         bail!("--zero-fill is for block-device outputs; files keep holes as holes");
     }
-    let mut sink = make_sink(a, img.len(), &opts_kv)?;
+    let mut sink = make_sink(a, img.len(), &opts_kv, delta)?;
     let mut reporter = Reporter::new(a.json, a.progress, a.quiet);
     let start = Instant::now();
     let stats = copy(&*img, &mut *sink, &opts, &mut |p| reporter.update(p));
@@ -319,7 +324,14 @@ fn parse_size(s: &str) -> Result<u64> {
     Ok(n * mult)
 }
 
-fn make_sink(a: &ConvertArgs, size: u64, kv: &[(String, String)]) -> Result<Box<dyn Sink>> {
+/// `delta`: the input holds only changes over `--backing` (the rewrite's overlay), so what
+/// it leaves unallocated is unchanged, not zero.
+fn make_sink(
+    a: &ConvertArgs,
+    size: u64,
+    kv: &[(String, String)],
+    delta: bool,
+) -> Result<Box<dyn Sink>> {
     let unknown = |k: &str| -> anyhow::Error {
         anyhow::anyhow!("-o {k}=... does not apply to -O {:?} output", a.out_format)
     };
@@ -388,6 +400,9 @@ fn make_sink(a: &ConvertArgs, size: u64, kv: &[(String, String)]) -> Result<Box<
             let mut sink = Qcow2Sink::create(a.out(), size, &o, a.overwrite)?;
             if let Some(d) = backing_dev {
                 sink = sink.with_backing_dev(d);
+                if delta {
+                    sink = sink.with_unchanged_gaps();
+                }
             }
             Ok(Box::new(sink))
         }
@@ -424,12 +439,7 @@ fn make_sink(a: &ConvertArgs, size: u64, kv: &[(String, String)]) -> Result<Box<
                     other => return Err(unknown(other)),
                 }
             }
-            Ok(Box::new(VhdxSink::create(
-                a.out(),
-                size,
-                &o,
-                a.overwrite,
-            )?))
+            Ok(Box::new(VhdxSink::create(a.out(), size, &o, a.overwrite)?))
         }
     }
 }

@@ -302,11 +302,7 @@ fn summary(conv: &Conversion) {
         }
     }
     for n in &conv.nics {
-        eprintln!(
-            "  NIC {}: {}",
-            n.name.as_deref().unwrap_or("?"),
-            n.becomes
-        );
+        eprintln!("  NIC {}: {}", n.name.as_deref().unwrap_or("?"), n.becomes);
     }
     for w in &conv.warnings {
         match (&w.file, w.line) {
@@ -328,12 +324,11 @@ pub fn run(a: &ConvertArgs, t: TargetArg, open: &OpenOptions) -> Result<()> {
     } else {
         open_image(input, open).with_context(|| format!("cannot open {}", input.display()))?
     };
-    let (overlays, tree, inspection) =
-        open_guest(vec![(input.display().to_string(), base.clone())], v.root.as_deref())?;
-    let overlay = overlays
-        .into_iter()
-        .next()
-        .context("no disk opened")?;
+    let (overlays, tree, inspection) = open_guest(
+        vec![(input.display().to_string(), base.clone())],
+        v.root.as_deref(),
+    )?;
+    let overlay = overlays.into_iter().next().context("no disk opened")?;
     let opts = options_of(v, target)?;
     let conv = plan(&tree, &inspection, &opts, v.report.as_deref())?;
     let mut report = Report::from_conversion(&conv, "dry-run");
@@ -367,6 +362,7 @@ pub fn run(a: &ConvertArgs, t: TargetArg, open: &OpenOptions) -> Result<()> {
         );
         report.output = Some(input.display().to_string());
     } else {
+        let delta = a.backing_path().is_some();
         let source: Arc<dyn BlockDev> = if let Some(b) = &a.backing_path() {
             if !same_file(b, input) {
                 bail!(
@@ -379,7 +375,7 @@ pub fn run(a: &ConvertArgs, t: TargetArg, open: &OpenOptions) -> Result<()> {
         } else {
             overlay.clone()
         };
-        crate::convert::copy_out(a, source, &*overlay)?;
+        crate::convert::copy_out(a, source, &*overlay, delta)?;
         report.output = a.output_path().map(|p| p.display().to_string());
     }
     report.result = if conv.warnings.is_empty() {

@@ -1,5 +1,5 @@
-//! The changes of an [`Overlay`] alone, as a device: changed blocks read as the overlay
-//! has them, everything else is "unallocated". Copying this view into a qcow2 whose backing
+//! The changes of an [`Overlay`] alone, as a device: its extents say "data" only for
+//! changed blocks and "unallocated" everywhere else. Copying this view into a qcow2 whose backing
 //! file is the original image gives a thin overlay holding only what a rewrite changed,
 //! without reading (or comparing) the rest of a 100 GiB disk.
 
@@ -27,23 +27,11 @@ impl BlockDev for OverlayDelta {
         self.overlay.len()
     }
 
-    /// Unchanged ranges read as zeroes: a consumer that honours `extent_at` never asks.
+    /// Reads see the whole rewritten disk, not zeroes where nothing changed: a consumer
+    /// that reads whole chunks around a changed block (and compares them with the
+    /// backing file) must find the unchanged bytes equal, not blanked.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        check_range(&self.name, offset, buf.len() as u64, self.len())?;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let (changed, run) = self.overlay.changed_run(pos);
-            let n = (run.max(1) as usize).min(buf.len() - done);
-            let part = &mut buf[done..done + n];
-            if changed {
-                self.overlay.read_at(part, pos)?;
-            } else {
-                part.fill(0);
-            }
-            done += n;
-        }
-        Ok(())
+        self.overlay.read_at(buf, offset)
     }
 
     fn extent_at(&self, offset: u64) -> Result<Extent> {
@@ -96,6 +84,6 @@ mod tests {
         d.read_at(&mut b, 3 * OVERLAY_BLOCK + 4).unwrap();
         assert_eq!(&b, &[7, b'a', b'b', b'c', 7, 7, 7, 7]);
         d.read_at(&mut b, 0).unwrap();
-        assert_eq!(b, [0u8; 8]);
+        assert_eq!(b, [7u8; 8]);
     }
 }

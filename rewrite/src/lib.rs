@@ -18,11 +18,11 @@ pub mod devname;
 pub mod diff;
 pub mod edit;
 pub mod guest_files;
-pub mod patch;
+pub mod initramfs;
 pub mod inspect;
 pub mod net;
+pub mod patch;
 pub mod v2v;
-pub mod initramfs;
 
 pub use context::{Context, DeviceNaming, GuestVolume, MacFate, NetworkMode, Target};
 pub use devname::{Bus, DevRef};

@@ -101,10 +101,12 @@ pub fn plan(
             step.reports.push(report);
             continue;
         }
-        let data = guest.read(&img.path, MAX_IMAGE).map_err(|e| V2vError::Initramfs {
-            file: img.path.clone(),
-            detail: e,
-        })?;
+        let data = guest
+            .read(&img.path, MAX_IMAGE)
+            .map_err(|e| V2vError::Initramfs {
+                file: img.path.clone(),
+                detail: e,
+            })?;
         let before = Initramfs::parse(&data).map_err(|e| V2vError::Initramfs {
             file: img.path.clone(),
             detail: e.to_string(),
@@ -121,12 +123,13 @@ pub fn plan(
             warnings.extend(p.warnings);
             p.text.map(String::into_bytes)
         });
-        let inj = after
-            .inject_modules(guest, &kernel, wanted)
-            .map_err(|e| V2vError::Initramfs {
-                file: img.path.clone(),
-                detail: e.to_string(),
-            })?;
+        let inj =
+            after
+                .inject_modules(guest, &kernel, wanted)
+                .map_err(|e| V2vError::Initramfs {
+                    file: img.path.clone(),
+                    detail: e.to_string(),
+                })?;
         report.added = inj.added.iter().map(|m| m.name.clone()).collect();
         report.already_present = inj.already_present.clone();
         report.builtin = inj.builtin.clone();

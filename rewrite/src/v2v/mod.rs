@@ -108,7 +108,9 @@ pub fn plan(
         crate::net::plan::resolve_macs(&inspection.nics, &opts.macs_by_old, &opts.macs_in_order)
             .map_err(V2vError::Usage)?;
 
-    let usable: Vec<String> = verdict.map(|v| v.usable_kernels.clone()).unwrap_or_default();
+    let usable: Vec<String> = verdict
+        .map(|v| v.usable_kernels.clone())
+        .unwrap_or_default();
     let popts = PlanOptions {
         usable_kernels: usable.clone(),
         x_installed: Some(inspection.display.x_installed),

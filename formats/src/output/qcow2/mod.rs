@@ -130,6 +130,8 @@ pub struct Qcow2Sink {
     done: u64,
     /// A guest cluster cut by a chunk edge, being assembled: (cluster, bytes).
     pending: Option<(u64, Vec<u8>)>,
+    /// Clusters without input data fall through to the backing file (a delta input).
+    gaps_unchanged: bool,
 }
 
 impl Qcow2Sink {
@@ -204,7 +206,16 @@ impl Qcow2Sink {
             l2: None,
             done: 0,
             pending: None,
+            gaps_unchanged: false,
         })
+    }
+
+    /// For an input that holds only changes over the backing image (an overlay's delta):
+    /// clusters that receive no data are left to fall through to the backing file, instead
+    /// of being marked zero as a complete input's holes must be.
+    pub fn with_unchanged_gaps(mut self) -> Self {
+        self.gaps_unchanged = true;
+        self
     }
 
     /// The backing image's contents, for an overlay: clusters equal to it are not stored.
@@ -312,7 +323,7 @@ impl Qcow2Sink {
 
     /// Guest clusters `[from, to)` received no data at all.
     fn gap(&mut self, from: u64, to: u64) -> Result<()> {
-        if from >= to || !self.enc.overlay {
+        if from >= to || !self.enc.overlay || self.gaps_unchanged {
             return Ok(());
         }
         match self.enc.backing.clone() {
