@@ -10,6 +10,7 @@ pub mod error;
 pub mod ext4;
 pub mod guest;
 pub mod probe;
+pub mod xfs;
 
 pub use error::{Error, Result};
 pub use guest::{resolve_path, GuestTree};
@@ -70,6 +71,12 @@ pub trait Filesystem: Send + Sync {
     /// Reads file bytes at `offset`; returns how many were read (0 at the end).
     fn read(&self, path: &[u8], offset: u64, buf: &mut [u8]) -> Result<usize>;
     fn read_link(&self, path: &[u8]) -> Result<Vec<u8>>;
+    /// The value of extended attribute `name` (with its namespace: `security.selinux`)
+    /// of `path`, not following a final symlink; `None` where it is absent or the
+    /// filesystem does not read attributes.
+    fn get_xattr(&self, _path: &[u8], _name: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
 }
 
 /// Displays guest bytes for messages.
