@@ -420,12 +420,46 @@ fn round_trip(opts: &[&str], size_mb: u64, node_entries: usize) -> (tempfile::Te
     (dir, fs)
 }
 
+/// What xfs_db prints for `fields` of the inode at `path`, and its block map.
+fn xfs_db(img: &Path, path: &str, cmds: &[&str]) -> String {
+    let mut c = Command::new("xfs_db");
+    c.arg("-r").args(["-c", &format!("path {path}")]);
+    for x in cmds {
+        c.args(["-c", x]);
+    }
+    let out = c.arg(img).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn v5_defaults_every_shape() {
     if !can_mount() {
         return;
     }
-    let (_d, fs) = round_trip(&["-L", "rootfs"], 160, 10_000);
+    let (d, fs) = round_trip(&["-L", "rootfs"], 160, 10_000);
+    // The shapes this test claims to cover, as xfs_db sees them.
+    let img = d.path().join("x.img");
+    let fmt = |p: &str| xfs_db(&img, p, &["print core.format core.aformat"]);
+    assert!(
+        fmt("/frag").contains("core.format = 3 (btree)"),
+        "{}",
+        fmt("/frag")
+    );
+    assert!(fmt("/d_sf").contains("core.format = 1 (local)"));
+    assert!(fmt("/etc/fstab").contains("core.aformat = 1 (local)"));
+    let bmap = |p: &str, a: &str| xfs_db(&img, p, &[&format!("bmap {a}")]);
+    // Node form: a free-index block at 64 GiB (block 16777216); leaf form: a leaf block
+    // at 32 GiB and none there; block form: one block.
+    assert!(bmap("/d_node", "").contains("offset 16777216"));
+    assert!(bmap("/d_leaf", "").contains("offset 8388608"));
+    assert!(!bmap("/d_leaf", "").contains("offset 16777216"));
+    assert_eq!(bmap("/d_block", "").lines().count(), 1);
+    // Attribute forks: one leaf block, a multi-block dabtree.
+    assert!(bmap("/attr_many", "-a").contains("count 1 "));
+    assert!(
+        bmap("/attr_node", "-a").lines().count() > 1
+            || !bmap("/attr_node", "-a").contains("count 1 ")
+    );
     let info = fs.info();
     assert_eq!(info.kind, "xfs");
     assert_eq!(info.label.as_deref(), Some("rootfs"));
