@@ -64,21 +64,47 @@ fn mkfs(img: &Path, size_mb: u64, opts: &[&str]) {
         .env("QA_CHECK_FS", "1"));
 }
 
-/// A loop mount, unmounted (and its loop device freed) on drop.
-struct Mounted(PathBuf);
+/// A loop mount on a loop device of its own (attached here, not by `mount -o loop`,
+/// which may reuse a device still detaching from the previous mount of the same file),
+/// unmounted and detached on drop.
+struct Mounted(PathBuf, String);
 
 impl Mounted {
     fn new(img: &Path, mnt: &Path, ro: bool) -> Mounted {
         std::fs::create_dir_all(mnt).unwrap();
-        let opts = if ro { "loop,ro" } else { "loop" };
-        run(Command::new("mount").args(["-o", opts]).arg(img).arg(mnt));
-        Mounted(mnt.to_path_buf())
+        let mut last = String::new();
+        for _ in 0..10 {
+            let mut c = Command::new("losetup");
+            if ro {
+                c.arg("-r");
+            }
+            let out = c.args(["-f", "--show"]).arg(img).output().unwrap();
+            let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() {
+                let m = Command::new("mount")
+                    .args(["-o", if ro { "ro" } else { "rw" }])
+                    .arg(&dev)
+                    .arg(mnt)
+                    .output()
+                    .unwrap();
+                if m.status.success() {
+                    return Mounted(mnt.to_path_buf(), dev);
+                }
+                last = String::from_utf8_lossy(&m.stderr).into_owned();
+                let _ = Command::new("losetup").args(["-d", &dev]).status();
+            } else {
+                last = String::from_utf8_lossy(&out.stderr).into_owned();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        panic!("cannot mount {}: {last}", img.display());
     }
 }
 
 impl Drop for Mounted {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
+        let _ = Command::new("losetup").args(["-d", &self.1]).status();
     }
 }
 

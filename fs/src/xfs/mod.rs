@@ -392,7 +392,9 @@ impl Filesystem for XfsFs {
         while pos < end {
             let dst = (pos - offset) as usize;
             let e = map.get(idx);
-            let ext_start = e.map(|e| e.off << bl).unwrap_or(u64::MAX);
+            // Saturating: a hostile extent may sit near the 2^54-block limit.
+            let bs = 1u64 << bl;
+            let ext_start = e.map(|e| e.off.saturating_mul(bs)).unwrap_or(u64::MAX);
             if ext_start > pos {
                 // A hole (or past the last extent): zeroes up to the next extent.
                 let n = (ext_start.min(end) - pos) as usize;
@@ -401,7 +403,7 @@ impl Filesystem for XfsFs {
                 continue;
             }
             let Some(e) = e else { break };
-            let n = ((e.end() << bl).min(end) - pos) as usize;
+            let n = (e.end().saturating_mul(bs).min(end) - pos) as usize;
             if e.unwritten {
                 out[dst..dst + n].fill(0);
             } else {
