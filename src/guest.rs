@@ -8,6 +8,7 @@ use std::sync::Arc;
 use transplant_formats::layout::{discover, Layout};
 use transplant_formats::{open_image, BlockDev, OpenOptions};
 use transplant_fs::ext4::Ext4Fs;
+use transplant_fs::xfs::XfsFs;
 use transplant_fs::{probe, Filesystem, FsProbe, GuestTree};
 
 /// An image argument: `disk.vmdk`, `disk.vmdk@2`, `disk.vmdk@vg/root`, each optionally
@@ -90,18 +91,22 @@ fn open_fs(
     writable: &mut Option<Vec<(String, transplant_fs::Error)>>,
 ) -> Option<Arc<dyn Filesystem>> {
     let kind = p.as_ref()?.kind.as_str();
-    if !matches!(kind, "ext2" | "ext3" | "ext4") {
-        return None;
-    }
-    if let Some(refused) = writable.as_mut() {
-        // Opened for writing where safe; a filesystem that is not is read-only, with why.
-        match Ext4Fs::open_rw(dev.clone(), kind) {
-            Ok(fs) => return Some(Arc::new(fs)),
-            Err(e) => refused.push((name.to_string(), e)),
+    if matches!(kind, "ext2" | "ext3" | "ext4") {
+        if let Some(refused) = writable.as_mut() {
+            // Opened for writing where safe; a filesystem that is not is read-only, with why.
+            match Ext4Fs::open_rw(dev.clone(), kind) {
+                Ok(fs) => return Some(Arc::new(fs)),
+                Err(e) => refused.push((name.to_string(), e)),
+            }
         }
     }
-    match Ext4Fs::open(dev.clone(), kind) {
-        Ok(fs) => Some(Arc::new(fs)),
+    let opened: transplant_fs::Result<Arc<dyn Filesystem>> = match kind {
+        "ext2" | "ext3" | "ext4" => Ext4Fs::open(dev.clone(), kind).map(|f| Arc::new(f) as _),
+        "xfs" => XfsFs::open(dev.clone()).map(|f| Arc::new(f) as _),
+        _ => return None,
+    };
+    match opened {
+        Ok(fs) => Some(fs),
         Err(e) => {
             warnings.push(format!("{}: {e}", dev.name()));
             None

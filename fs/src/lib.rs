@@ -10,6 +10,7 @@ pub mod error;
 pub mod ext4;
 pub mod guest;
 pub mod probe;
+pub mod xfs;
 
 pub use error::{Error, Result};
 pub use guest::{resolve_path, GuestTree};
@@ -121,6 +122,12 @@ pub trait Filesystem: Send + Sync {
     /// Writes cached metadata to the device (call before committing the overlay).
     fn sync(&self) -> Result<()> {
         Ok(())
+    }
+    /// The value of extended attribute `name` (with its namespace: `security.selinux`)
+    /// of `path`, not following a final symlink; `None` where it is absent or the
+    /// filesystem does not read attributes.
+    fn get_xattr(&self, _path: &[u8], _name: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(None)
     }
 }
 
