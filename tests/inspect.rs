@@ -236,7 +236,9 @@ fn demo_guest() {
         [
             ("/etc/fstab".to_string(), 2),
             ("/etc/fstab".to_string(), 3),
-            ("/boot/grub/grub.cfg".to_string(), 2)
+            ("/boot/grub/grub.cfg".to_string(), 2),
+            ("/boot/grub/device.map".to_string(), 1),
+            ("/etc/default/grub".to_string(), 5)
         ]
     );
     assert_eq!(

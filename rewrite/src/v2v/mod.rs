@@ -88,6 +88,18 @@ impl Conversion {
     }
 }
 
+/// Inspection warnings the conversion itself resolves (it injects the drivers, rebinds or
+/// unbinds the NICs, fixes the consoles and X, disables the tools) or that the patchers
+/// report again at the line they leave alone: not repeated in the conversion's warnings.
+const HANDLED: [&str; 6] = [
+    "initramfs-lacks-drivers",
+    "xen-console",
+    "nic-bound-by-mac",
+    "xorg-old-driver",
+    "unresolvable-device",
+    "hypervisor-tools",
+];
+
 /// Plans the conversion of the guest `guest` (as inspected) for `opts.target`.
 pub fn plan(
     guest: &dyn GuestFiles,
@@ -138,10 +150,16 @@ pub fn plan(
     changes.extend(step.changes);
     warnings.extend(step.warnings);
     if let Some(v) = verdict {
-        for w in &v.warnings {
+        for w in v
+            .warnings
+            .iter()
+            .filter(|w| !HANDLED.contains(&w.code.as_str()))
+        {
             warnings.push(Warning::new(w.file.as_deref(), w.line, w.message.clone()));
         }
     }
+    let mut seen = std::collections::HashSet::new();
+    warnings.retain(|w| seen.insert((w.file.clone(), w.line, w.message.clone())));
     Ok(Conversion {
         target,
         context: ctx,
