@@ -171,3 +171,25 @@ fn xen_guest_converted_to_kvm_boots_on_virtio() {
         "the kernel console is on ttyS0"
     );
 }
+
+#[test]
+fn marker_lines_parse() {
+    let o = boot::BootOutcome::from_marker(
+        "TRANSPLANT-BOOT root=/dev/vda1 eth0=192.0.2.10/24 ifaces=eth0,ens4 \
+         drivers=eth0:virtio_net,ens4:e1000e macs=eth0:52:54:00:ab:cd:01,ens4:none \
+         kernel=6.1.0-50-amd64",
+    );
+    assert!(o.reached_marker());
+    assert_eq!(o.root.as_deref(), Some("/dev/vda1"));
+    assert_eq!(o.eth0.as_deref(), Some("192.0.2.10/24"));
+    assert_eq!(o.ifaces, ["eth0", "ens4"]);
+    assert_eq!(o.drivers["ens4"], "e1000e");
+    assert_eq!(o.macs["eth0"], "52:54:00:ab:cd:01");
+    assert_eq!(o.fields["kernel"], "6.1.0-50-amd64");
+    let o = boot::BootOutcome::from_marker("TRANSPLANT-BOOT root=/dev/sda1 eth0=none ifaces=none");
+    assert_eq!(o.eth0, None);
+    assert!(o.ifaces.is_empty());
+    let o = boot::BootOutcome::from_marker("");
+    assert!(!o.reached_marker());
+    assert_eq!(o.root, None);
+}

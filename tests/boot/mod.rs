@@ -119,6 +119,41 @@ pub struct BootOutcome {
 }
 
 impl BootOutcome {
+    /// An outcome holding what a marker line says (nothing for an empty line), with the
+    /// other fields empty.
+    pub fn from_marker(line: &str) -> BootOutcome {
+        let fields = parse_marker(line);
+        let value = |key: &str| fields.get(key).filter(|v| *v != "none").cloned();
+        let list = |key: &str| -> Vec<String> {
+            match value(key) {
+                None => Vec::new(),
+                Some(v) => v.split(',').map(str::to_string).collect(),
+            }
+        };
+        let pairs = |key: &str| -> BTreeMap<String, String> {
+            list(key)
+                .iter()
+                .filter_map(|p| p.split_once(':'))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        BootOutcome {
+            log: String::new(),
+            root: value("root"),
+            eth0: value("eth0"),
+            ifaces: list("ifaces"),
+            drivers: pairs("drivers"),
+            macs: pairs("macs"),
+            gave_up_on_root: false,
+            silent: false,
+            exited: false,
+            timed_out: false,
+            accel: Accel::Tcg,
+            elapsed: Duration::ZERO,
+            fields,
+        }
+    }
+
     /// True when the guest printed its marker line.
     pub fn reached_marker(&self) -> bool {
         !self.fields.is_empty()
@@ -431,7 +466,7 @@ fn boot_with(
         }
         match marker_seen {
             // The guest powers off right after its marker; do not wait long for it.
-            Some(t) if now.duration_since(t) > Duration::from_secs(15) => Verdict::Stop,
+            Some(t) if now.duration_since(t) > Duration::from_secs(30) => Verdict::Stop,
             _ => Verdict::Go,
         }
     });
@@ -439,42 +474,14 @@ fn boot_with(
         Ok(r) => r,
         Err(e) => panic!("cannot run qemu-system-x86_64: {e}"),
     };
-    let mut out = BootOutcome {
-        log: run.log,
-        root: None,
-        eth0: None,
-        ifaces: Vec::new(),
-        drivers: BTreeMap::new(),
-        macs: BTreeMap::new(),
-        fields: BTreeMap::new(),
-        gave_up_on_root: gave_up,
-        silent,
-        exited: run.exited,
-        timed_out: run.timed_out,
-        accel,
-        elapsed: run.elapsed,
-    };
-    if let Some(m) = marker {
-        out.fields = parse_marker(&m);
-        out.root = out.fields.get("root").filter(|v| *v != "none").cloned();
-        out.eth0 = out.fields.get("eth0").filter(|v| *v != "none").cloned();
-        let list = |key: &str| -> Vec<String> {
-            match out.fields.get(key).map(String::as_str) {
-                None | Some("none") => Vec::new(),
-                Some(v) => v.split(',').map(str::to_string).collect(),
-            }
-        };
-        out.ifaces = list("ifaces");
-        let pairs = |key: &str| -> BTreeMap<String, String> {
-            list(key)
-                .iter()
-                .filter_map(|p| p.split_once(':'))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
-        out.drivers = pairs("drivers");
-        out.macs = pairs("macs");
-    }
+    let mut out = BootOutcome::from_marker(marker.as_deref().unwrap_or(""));
+    out.log = run.log;
+    out.gave_up_on_root = gave_up;
+    out.silent = silent;
+    out.exited = run.exited;
+    out.timed_out = run.timed_out;
+    out.accel = accel;
+    out.elapsed = run.elapsed;
     if !run.stderr.is_empty() {
         out.log.push_str("\n--- qemu stderr ---\n");
         out.log.push_str(&run.stderr);
