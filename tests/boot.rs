@@ -193,3 +193,41 @@ fn marker_lines_parse() {
     assert!(!o.reached_marker());
     assert_eq!(o.root, None);
 }
+
+/// Boots any image by hand and prints what it showed, for looking at a conversion:
+/// `TRANSPLANT_BOOT_IMAGE=out.qcow2 TRANSPLANT_BOOT_DISK=virtio TRANSPLANT_BOOT_NIC=virtio-net
+/// TRANSPLANT_BOOT_MAC=52:54:00:ab:cd:01 cargo test --test boot boot_image_from_env -- --ignored --nocapture`
+/// (disks: virtio, virtio-scsi, nvme, sata, pvscsi; NICs: virtio-net, e1000, e1000e, vmxnet3).
+#[test]
+#[ignore = "by hand: boots TRANSPLANT_BOOT_IMAGE"]
+fn boot_image_from_env() {
+    let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+    let image = std::env::var("TRANSPLANT_BOOT_IMAGE").expect("set TRANSPLANT_BOOT_IMAGE");
+    let disk = Disk::from_name(&var("TRANSPLANT_BOOT_DISK", "virtio")).expect("disk name");
+    let nic = Nic::from_name(&var("TRANSPLANT_BOOT_NIC", "virtio-net")).expect("NIC name");
+    // The fixture set holds the kernel the KVM check runs.
+    guest(Variant::Vmware);
+    let o = boot(
+        Path::new(&image),
+        disk,
+        nic,
+        &var("TRANSPLANT_BOOT_MAC", NEW_MAC),
+        boot_timeout(),
+    );
+    println!("{}", o.log);
+    println!(
+        "root={:?} eth0={:?} ifaces={:?} drivers={:?} macs={:?} gave_up_on_root={} \
+         silent={} exited={} timed_out={} accel={:?} elapsed={:?}",
+        o.root,
+        o.eth0,
+        o.ifaces,
+        o.drivers,
+        o.macs,
+        o.gave_up_on_root,
+        o.silent,
+        o.exited,
+        o.timed_out,
+        o.accel,
+        o.elapsed
+    );
+}

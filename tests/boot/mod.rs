@@ -39,6 +39,20 @@ pub enum Disk {
     Pvscsi,
 }
 
+impl Disk {
+    /// `virtio`, `virtio-scsi`, `nvme`, `sata`, `pvscsi`.
+    pub fn from_name(name: &str) -> Option<Disk> {
+        Some(match name {
+            "virtio" => Disk::Virtio,
+            "virtio-scsi" => Disk::VirtioScsi,
+            "nvme" => Disk::Nvme,
+            "sata" => Disk::Sata,
+            "pvscsi" => Disk::Pvscsi,
+            _ => return None,
+        })
+    }
+}
+
 /// Network cards a guest can be given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Nic {
@@ -50,6 +64,19 @@ pub enum Nic {
     E1000e,
     /// VMware vmxnet3 (`vmxnet3`).
     Vmxnet3,
+}
+
+impl Nic {
+    /// `virtio-net`, `e1000`, `e1000e`, `vmxnet3`.
+    pub fn from_name(name: &str) -> Option<Nic> {
+        Some(match name {
+            "virtio-net" => Nic::VirtioNet,
+            "e1000" => Nic::E1000,
+            "e1000e" => Nic::E1000e,
+            "vmxnet3" => Nic::Vmxnet3,
+            _ => return None,
+        })
+    }
 }
 
 /// How QEMU runs the guest's CPU.
