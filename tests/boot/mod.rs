@@ -438,9 +438,11 @@ fn boot_with(
     cmd.arg("-device")
         .arg(format!("{model},netdev=n0,mac={mac},romfile="));
 
+    // Past udev's settle a disk that is not there will not come (the initramfs itself
+    // waits 30 s before it gives up); a little grace covers a slow probe.
     let root_grace = match accel {
-        Accel::Kvm => Duration::from_secs(8),
-        Accel::Tcg => Duration::from_secs(20),
+        Accel::Kvm => Duration::from_secs(5),
+        Accel::Tcg => Duration::from_secs(12),
     };
     let mut waiting_since: Option<Instant> = None;
     let mut gave_up = false;
