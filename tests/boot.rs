@@ -2,7 +2,7 @@
 //!
 //! The "before" tests prove the fixture guests and the harness sound: the VMware-era guest
 //! boots on the hardware it was made for, and fails the way a real one fails on KVM. The
-//! "after" tests are written against `transplant convert --to` and ignored until it exists.
+//! "after" tests convert the guests with `transplant convert --to` and boot the result.
 //!
 //! Run only these: `cargo test --test boot` (as root: the fixture build uses debootstrap).
 //! `TRANSPLANT_BOOT_ACCEL=tcg|kvm` forces the accelerator.
@@ -123,7 +123,6 @@ fn convert(g: &boot::Guest, target: &str, out: &Path) {
 /// After `--to kvm`: root from the virtio disk, eth0 on virtio-net with the new MAC and the
 /// old address.
 #[test]
-#[ignore = "needs convert --to kvm"]
 fn vmware_guest_converted_to_kvm_boots_on_virtio() {
     let Some(g) = guest(Variant::Vmware) else {
         return;
@@ -140,7 +139,6 @@ fn vmware_guest_converted_to_kvm_boots_on_virtio() {
 
 /// After `--to physical`: root from an NVMe disk, eth0 on an e1000e NIC.
 #[test]
-#[ignore = "needs convert --to physical"]
 fn vmware_guest_converted_to_physical_boots_on_nvme() {
     let Some(g) = guest(Variant::Vmware) else {
         return;
@@ -156,7 +154,6 @@ fn vmware_guest_converted_to_physical_boots_on_nvme() {
 /// The Xen-PV-style guest after `--to kvm`: console moved to ttyS0 (the marker is read
 /// there), root from the virtio disk.
 #[test]
-#[ignore = "needs convert --to kvm"]
 fn xen_guest_converted_to_kvm_boots_on_virtio() {
     let Some(g) = guest(Variant::Xen) else {
         return;

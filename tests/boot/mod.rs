@@ -551,8 +551,9 @@ pub fn transplant(args: &[&std::ffi::OsStr]) -> std::process::Output {
         .args(args)
         .output()
         .unwrap();
+    // 6: done, with warnings (printed on stderr).
     assert!(
-        out.status.success(),
+        matches!(out.status.code(), Some(0) | Some(6)),
         "transplant {:?} failed: {}",
         args,
         String::from_utf8_lossy(&out.stderr)
