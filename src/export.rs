@@ -58,21 +58,53 @@ pub struct RewriteOutcome {
 }
 
 /// The guest rewrite: ONE call per guest, over copy-on-write overlays of its disks (in the
-/// source's order), before they are converted. The rewriter (the `rewrite` crate) plugs in
-/// here; until it exists the guest is converted unchanged and the report says so.
+/// source's order), before they are converted. The NICs keep the source's MACs (the domain
+/// XML gives them), so the guest's bindings by MAC stay true: each is mapped to itself.
 pub fn rewrite_guest(
     disks: &[Arc<dyn BlockDev>],
     guest: &GuestDescription,
     target: Target,
 ) -> Result<RewriteOutcome> {
-    let _ = (disks, guest);
-    Ok(RewriteOutcome {
-        changes: Vec::new(),
-        warnings: vec![format!(
-            "the guest was not rewritten for --to {}: the rewriter is not part of this build yet; the disks are converted as they are",
-            target.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()
-        )],
-    })
+    let devs = disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (format!("{}#disk{}", guest.name, i + 1), d.clone()))
+        .collect();
+    let (tree, inspection) = crate::v2v::inspect_on(devs, None)?;
+    let t = crate::v2v::target_of(target);
+    let mut opts = transplant_rewrite::v2v::Options::new(t);
+    let source_macs: Vec<&str> = guest.nics.iter().filter_map(|n| n.mac.as_deref()).collect();
+    for n in &inspection.nics {
+        if let Some(m) = n.mac.as_deref() {
+            let m = m.to_ascii_lowercase();
+            if source_macs.contains(&m.as_str()) {
+                opts.macs_by_old.push((m.clone(), m));
+            }
+        }
+    }
+    let conv = crate::v2v::plan(&tree, &inspection, &opts, None)?;
+    transplant_rewrite::v2v::apply(&tree, &conv)?;
+    tree.sync().context("writing the guest's filesystems")?;
+    let changes = conv
+        .changes
+        .iter()
+        .flat_map(|c| {
+            c.edits.iter().map(|e| match e.line {
+                Some(l) => format!("{}:{l}: {} -> {} ({})", e.file, e.before, e.after, e.reason),
+                None => format!("{}: {} -> {} ({})", e.file, e.before, e.after, e.reason),
+            })
+        })
+        .collect();
+    let warnings = conv
+        .warnings
+        .iter()
+        .map(|w| match (&w.file, w.line) {
+            (Some(f), Some(l)) => format!("{f}:{l}: {}", w.message),
+            (Some(f), None) => format!("{f}: {}", w.message),
+            _ => w.message.clone(),
+        })
+        .collect();
+    Ok(RewriteOutcome { changes, warnings })
 }
 
 /// How to convert one guest.

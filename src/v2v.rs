@@ -84,7 +84,7 @@ pub struct V2vArgs {
 /// Exit status of a conversion that succeeded with warnings.
 pub const EXIT_WARNINGS: u8 = 6;
 
-fn target_of(t: TargetArg) -> Target {
+pub fn target_of(t: TargetArg) -> Target {
     match t {
         TargetArg::Kvm => Target::Kvm,
         TargetArg::KvmScsi => Target::KvmScsi,
@@ -114,6 +114,16 @@ pub fn open_guest(
         .zip(&overlays)
         .map(|((n, _), o)| (n.clone(), o.clone() as Arc<dyn BlockDev>))
         .collect();
+    let (tree, inspection) = inspect_on(devs, root)?;
+    Ok((overlays, tree, inspection))
+}
+
+/// Finds the guest on `devs` (which must be writable: overlays), opens its tree for
+/// writing and inspects it.
+pub fn inspect_on(
+    devs: Vec<(String, Arc<dyn BlockDev>)>,
+    root: Option<&str>,
+) -> Result<(GuestTree, Inspection)> {
     let vols = crate::guest::volumes_on(devs, true)?;
     let roots = crate::guest::roots(&vols);
     let root_vol = match (root, roots.as_slice()) {
@@ -166,7 +176,7 @@ pub fn open_guest(
     let mut inspection = inspect_with(&tree, &gv, &states, &list_members);
     inspection.root = Some(root_vol.name.clone());
     inspection.roots = roots.iter().map(|v| v.name.clone()).collect();
-    Ok((overlays, tree, inspection))
+    Ok((tree, inspection))
 }
 
 pub fn options_of(a: &V2vArgs, target: Target) -> Result<Options> {

@@ -265,11 +265,12 @@ fn partition_node(p1: &str) -> Option<Undo> {
         .into_owned();
     let sys = format!("/sys/class/block/{name}/dev");
     let disk = p1.trim_end_matches("p1");
-    for i in 0..50 {
+    // Up to 15 s: on a loaded machine the kernel's partition scan can lag.
+    for i in 0..150 {
         if Path::new(p1).exists() {
             return None;
         }
-        if i == 5 {
+        if i % 50 == 5 {
             // Some kernels do not scan a loop device's table themselves; partx adds the
             // partitions through BLKPG.
             let _ = Command::new("partx").args(["-a", disk]).status();

@@ -69,6 +69,25 @@ fn info_json(f: &Path, input: &str) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
+/// A root disk converted --to a KVM target: qemu-img finds it clean, and its fstab names
+/// the root by UUID.
+fn rewritten_root(disk: &Path) {
+    let o = Command::new("qemu-img")
+        .arg("check")
+        .arg(disk)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}: {}", disk.display(), text(&o));
+    let o = Command::new(env!("CARGO_BIN_EXE_transplant"))
+        .arg("cat")
+        .arg(format!("{}:/etc/fstab", disk.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let fstab = String::from_utf8_lossy(&o.stdout);
+    assert!(fstab.starts_with("UUID="), "{}: {fstab}", disk.display());
+}
+
 fn qemu_same(a: &Path, b: &Path) {
     let o = Command::new("qemu-img")
         .arg("compare")
@@ -233,7 +252,36 @@ fn convert_an_ova_into_a_guest_folder() {
         &f,
     );
     assert!(o.status.success(), "{}", text(&o));
-    qemu_same(&f.join("web01-disk1.raw"), &out.join("disk1.qcow2"));
+    // The root disk is rewritten for the target (fstab by UUID, the initramfs with the
+    // virtio-scsi drivers); the NIC keeps the source's MAC, which the domain XML gives, so
+    // its udev binding stays as it was. The data disk is copied unchanged.
+    let disk1 = out.join("disk1.qcow2");
+    let o = Command::new("qemu-img")
+        .arg("check")
+        .arg(&disk1)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let cat = |p: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_transplant"))
+            .arg("cat")
+            .arg(format!("{}:{p}", disk1.display()))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(
+        cat("/etc/fstab").starts_with("UUID="),
+        "{}",
+        cat("/etc/fstab")
+    );
+    let mac = "00:50:56:00:00:05";
+    assert!(
+        cat("/etc/udev/rules.d/70-persistent-net.rules").contains(mac),
+        "{}",
+        cat("/etc/udev/rules.d/70-persistent-net.rules")
+    );
     qemu_same(&f.join("web01-disk2.raw"), &out.join("disk2.qcow2"));
     let xml = std::fs::read_to_string(out.join("web01.xml")).unwrap();
     assert!(xml.contains("model='virtio-scsi'"), "{xml}");
@@ -384,15 +432,12 @@ fn batch_converts_the_good_and_isolates_the_bad() {
         .to_string()
         .contains("web01-disk2.vmdk"));
 
-    qemu_same(&f.join("web01-disk1.raw"), &out.join("web01/disk1.qcow2"));
+    // Root disks are rewritten for KVM (checked by qemu-img and by reading the guest's
+    // fstab back); data disks are copied unchanged.
+    for g in ["web01", "web01gz", "db02", "exp05", "app03", "snap04"] {
+        rewritten_root(&out.join(g).join("disk1.qcow2"));
+    }
     qemu_same(&f.join("web01-disk2.raw"), &out.join("web01gz/disk2.qcow2"));
-    qemu_same(&f.join("db02.raw"), &out.join("db02/disk1.qcow2"));
-    qemu_same(&f.join("exp05.raw"), &out.join("exp05/disk1.qcow2"));
-    qemu_same(&f.join("app03/app03.vmdk"), &out.join("app03/disk1.qcow2"));
-    qemu_same(
-        &f.join("snap04/snap04-000002.vmdk"),
-        &out.join("snap04/disk1.qcow2"),
-    );
     let xml = std::fs::read_to_string(out.join("app03/app03.xml")).unwrap();
     assert!(xml.contains("<mac address='00:0c:29:3a:4b:5c'/>"), "{xml}");
     assert!(xml.contains("<target dev='vda' bus='virtio'/>"), "{xml}");
