@@ -9,6 +9,7 @@
 //! entry before), which is what keeps the cached locations valid.
 
 use super::dir_block::{self, Entry};
+use super::dx_hash;
 use super::engine::Engine;
 use super::htree;
 use super::inode::{flags, Inode};
@@ -61,7 +62,22 @@ pub enum DirPlan {
         map: MapPlan,
         data_blocks: u64,
     },
+    /// Split the full htree leaf `leaf` by hash into it and the new block `block`
+    /// (logical `logical`), adding an index entry to the index block `parent`.
+    Split {
+        leaf: u64,
+        block: u64,
+        logical: u32,
+        parent: u64,
+        level: htree::Level,
+        version: u8,
+        map: MapPlan,
+        data_blocks: u64,
+    },
 }
+
+/// A live entry while a leaf is split: (hash, name, inode, file type).
+type Item = (u32, Vec<u8>, u32, u8);
 
 pub fn file_type(k: FileKind) -> u8 {
     match k {
@@ -247,13 +263,16 @@ impl Engine {
     }
 
     /// Phase one of adding a name: find a block with room, or allocate one.
-    pub fn plan_insert(&mut self, dir: &Inode, name_len: usize) -> Result<DirPlan> {
+    pub fn plan_insert(&mut self, dir: &Inode, name: &[u8]) -> Result<DirPlan> {
         if dir.flags() & flags::INDEX != 0 {
-            // After dropping the index the root block has room for any name.
-            return Ok(DirPlan::DropIndex);
+            return Ok(match self.plan_htree(dir, name)? {
+                Some(p) => p,
+                // After dropping the index the root block has room for any name.
+                None => DirPlan::DropIndex,
+            });
         }
         self.cache_dir(dir)?;
-        let need = dir_block::needed(name_len);
+        let need = dir_block::needed(name.len());
         let into = self.dirs.borrow().dirs.get(&dir.ino).and_then(|d| {
             // The last block with room first: a growing directory fills its tail.
             d.room
@@ -266,6 +285,16 @@ impl Engine {
             return Ok(DirPlan::Into(p));
         }
         let map = self.mapping(dir)?;
+        let (block, plan, data_blocks) = self.plan_grow(dir, &map)?;
+        Ok(DirPlan::Grow {
+            block,
+            map: plan,
+            data_blocks,
+        })
+    }
+
+    /// Allocates one more block at the end of a directory and plans its new map.
+    fn plan_grow(&mut self, dir: &Inode, map: &Mapping) -> Result<(u64, MapPlan, u64)> {
         let nblocks = dir.size().div_ceil(self.bs());
         let goal = map.runs.last().map(|r| r.physical + r.len).unwrap_or(0);
         let block = self.alloc_list(goal, 1)?.first().copied().unwrap_or(0);
@@ -283,11 +312,160 @@ impl Engine {
         }
         let data_blocks = runs.iter().map(|r| r.len).sum();
         let plan = self.plan_mapping(dir, &runs, &map.meta, block)?;
-        Ok(DirPlan::Grow {
+        Ok((block, plan, data_blocks))
+    }
+
+    /// The hash version a directory's root names, adjusted for unsigned chars.
+    fn hash_version(&self, root: &[u8]) -> u8 {
+        let v = super::le::u8_at(root, 0x1C);
+        if v <= dx_hash::TEA && self.sb.flags & 0x2 != 0 {
+            v + dx_hash::UNSIGNED
+        } else {
+            v
+        }
+    }
+
+    fn leaf_items(&self, dir: &Inode, b: &[u8], version: u8) -> Result<Vec<Item>> {
+        let list = dir_block::entries(b, self.sb.filetype())
+            .map_err(|e| self.corrupt(format!("directory inode {}: {e}", dir.ino)))?;
+        let mut out = Vec::new();
+        for e in list.into_iter().filter(|e| e.inode != 0) {
+            let n = e.name(b).to_vec();
+            let h = dx_hash::hash(&n, version, self.sb.hash_seed).unwrap_or(0);
+            out.push((h, n, e.inode, e.file_type));
+        }
+        Ok(out)
+    }
+
+    fn usable(&self) -> usize {
+        self.bs() as usize
+            - if self.sb.metadata_csum() {
+                dir_block::TAIL
+            } else {
+                0
+            }
+    }
+
+    /// Phase one for an htree: the leaf if it has room, a split if the index above has
+    /// room, or None (drop the index).
+    fn plan_htree(&mut self, dir: &Inode, name: &[u8]) -> Result<Option<DirPlan>> {
+        let map = self.mapping(dir)?;
+        let bad = |e: String| self.corrupt(format!("directory inode {}: {e}", dir.ino));
+        let (root_p, _) = map.lookup(0).ok_or_else(|| bad("no block 0".into()))?;
+        let root = self.read_block(root_p)?;
+        let version = self.hash_version(&root);
+        let Some(h) = dx_hash::hash(name, version, self.sb.hash_seed) else {
+            return Ok(None);
+        };
+        let mut read = |l: u32| -> std::result::Result<Vec<u8>, String> {
+            let (p, _) = map
+                .lookup(l as u64)
+                .ok_or_else(|| format!("htree points at unmapped block {l}"))?;
+            self.read_block(p).map_err(|e| e.to_string())
+        };
+        let (path, leaf_l) = htree::walk(&root, h, &mut read).map_err(bad)?;
+        let (leaf_p, _) = map
+            .lookup(leaf_l as u64)
+            .ok_or_else(|| bad(format!("htree leaf {leaf_l} is not mapped")))?;
+        let leaf = self.read_block(leaf_p)?;
+        let ft = self.sb.filetype();
+        if dir_block::insert(&mut leaf.clone(), ft, 1, name, 0)
+            .map_err(|e| bad(format!("block {leaf_l}: {e}")))?
+            .is_some()
+        {
+            return Ok(Some(DirPlan::Into(leaf_p)));
+        }
+        let Some(level) = path.last().copied() else {
+            return Ok(None);
+        };
+        if level.count >= level.limit {
+            return Ok(None);
+        }
+        let mut items = self.leaf_items(dir, &leaf, version)?;
+        items.push((h, name.to_vec(), 0, 0));
+        items.sort_by_key(|x| x.0);
+        let sizes: Vec<(u32, usize)> = items
+            .iter()
+            .map(|x| (x.0, dir_block::needed(x.1.len())))
+            .collect();
+        if htree::split_point(&sizes, self.usable(), level.low, level.high).is_none() {
+            return Ok(None);
+        }
+        let Some((parent, _)) = map.lookup(level.logical as u64) else {
+            return Ok(None);
+        };
+        let logical = dir.size().div_ceil(self.bs());
+        if logical > u32::MAX as u64 {
+            return Ok(None);
+        }
+        let (block, plan, data_blocks) = self.plan_grow(dir, &map)?;
+        Ok(Some(DirPlan::Split {
+            leaf: leaf_p,
             block,
+            logical: logical as u32,
+            parent,
+            level,
+            version,
             map: plan,
             data_blocks,
-        })
+        }))
+    }
+
+    /// Phase two of a split: both leaves rewritten by hash, the index entry added, the new
+    /// name in the half its hash selects.
+    #[allow(clippy::too_many_arguments)]
+    fn split_leaf(
+        &mut self,
+        dir: &Inode,
+        leaf: u64,
+        block: u64,
+        logical: u32,
+        parent: u64,
+        level: htree::Level,
+        version: u8,
+        new: (&[u8], u32, u8),
+    ) -> Result<()> {
+        let bs = self.bs() as usize;
+        let ft = self.sb.filetype();
+        let csum = self.sb.metadata_csum();
+        let old = self.read_block(leaf)?;
+        let mut items = self.leaf_items(dir, &old, version)?;
+        let h = dx_hash::hash(new.0, version, self.sb.hash_seed).unwrap_or(0);
+        items.push((h, new.0.to_vec(), new.1, new.2));
+        items.sort_by_key(|x| x.0);
+        let sizes: Vec<(u32, usize)> = items
+            .iter()
+            .map(|x| (x.0, dir_block::needed(x.1.len())))
+            .collect();
+        let (k, split_hash) = htree::split_point(&sizes, self.usable(), level.low, level.high)
+            .ok_or_else(|| {
+                self.corrupt(format!(
+                    "directory inode {}: no split point after all",
+                    dir.ino
+                ))
+            })?;
+        for (phys, part) in [(leaf, &items[..k]), (block, &items[k..])] {
+            let mut b = dir_block::empty_block(bs, csum);
+            for (_, name, ino, t) in part {
+                if dir_block::insert(&mut b, ft, *ino, name, *t)
+                    .map_err(|e| self.corrupt(e))?
+                    .is_none()
+                {
+                    return Err(
+                        self.corrupt(format!("directory inode {}: split half overflows", dir.ino))
+                    );
+                }
+            }
+            self.write_dir_block(dir, phys, &mut b)?;
+        }
+        let mut pb = self.read_block(parent)?;
+        htree::insert_entry(&mut pb, level.count_offset, level.pos, split_hash, logical);
+        if let Some(seed) = self.inode_seed(dir) {
+            htree::set_dx_csum(&mut pb, level.count_offset, seed);
+        }
+        self.write_block(parent, &pb)?;
+        self.forget_dir(dir.ino);
+        Ok(())
     }
 
     /// Phase two: writes the entry where the plan says. The caller writes `dir`.
@@ -311,6 +489,30 @@ impl Engine {
                     .ok_or_else(|| {
                         self.corrupt(format!("directory inode {} has no block 0", dir.ino))
                     })?
+            }
+            DirPlan::Split {
+                leaf,
+                block,
+                logical,
+                parent,
+                level,
+                version,
+                map,
+                data_blocks,
+            } => {
+                self.split_leaf(
+                    dir,
+                    leaf,
+                    block,
+                    logical,
+                    parent,
+                    level,
+                    version,
+                    (name, ino, tft),
+                )?;
+                map.apply(self, dir, data_blocks)?;
+                dir.set_size(dir.size() + self.bs());
+                return Ok(());
             }
             DirPlan::Grow {
                 block,

@@ -244,7 +244,7 @@ impl Engine {
         let pino = pdir.ino;
         self.txn(|e| {
             e.check_size(data.len() as u64)?;
-            let plan = e.plan_insert(&pdir, name.len())?;
+            let plan = e.plan_insert(&pdir, &name)?;
             let ino = e.alloc_inode(pino, is_dir)?;
             let goal = e.inode_goal(ino);
             let runs = e.alloc_runs(goal, nblocks)?;
@@ -491,7 +491,7 @@ impl Engine {
             .is_some_and(|t| t.is_dir() || t.links() <= 1);
         self.txn(|e| {
             let plan = match tloc {
-                None => Some(e.plan_insert(tdir_own.as_ref().unwrap_or(&fdir), tname.len())?),
+                None => Some(e.plan_insert(tdir_own.as_ref().unwrap_or(&fdir), &tname)?),
                 Some(_) => None,
             };
             let x = match (&target, drop_target) {

@@ -129,7 +129,6 @@ fn names(bits: u32, table: &[(u32, &str)]) -> String {
 }
 
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // hash fields: kept for htree insertion
 pub struct Superblock {
     pub raw: Vec<u8>,
     pub block_size: u64,
@@ -147,7 +146,6 @@ pub struct Superblock {
     pub ro_compat: u32,
     pub uuid: [u8; 16],
     pub hash_seed: [u32; 4],
-    pub def_hash_version: u8,
     pub flags: u32,
     /// Seed of every metadata_csum checksum.
     pub csum_seed: u32,
@@ -263,7 +261,6 @@ impl Superblock {
             ro_compat: u32_at(&raw, 0x64),
             uuid,
             hash_seed,
-            def_hash_version: u8_at(&raw, 0xFC),
             flags: u32_at(&raw, 0x160),
             csum_seed,
             want_extra_isize: u16_at(&raw, 0x15E),
