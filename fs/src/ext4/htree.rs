@@ -218,7 +218,8 @@ mod tests {
     fn splits_prefer_clean_balanced_boundaries() {
         let items = [(10, 100), (20, 100), (20, 100), (30, 100)];
         assert_eq!(split_point(&items, 300, 0, None), Some((1, 20)));
-        assert_eq!(split_point(&items, 300, 0, Some(20)), Some((2, 21)));
+        assert_eq!(split_point(&items, 300, 20, Some(40)), Some((3, 30)));
+        assert_eq!(split_point(&items, 300, 0, Some(20)), None);
         assert_eq!(
             split_point(&[(5, 100), (5, 100)], 100, 0, None),
             Some((1, 5 | 1))
