@@ -225,3 +225,40 @@ fn ext3_files_use_triple_indirect_blocks() {
     });
     img.expect_cat("/big", b"tiny\n");
 }
+
+#[test]
+fn uninit_groups_are_initialised_when_first_used() {
+    if !tools() {
+        return;
+    }
+    for extra in [
+        &["-b", "1024"][..],
+        &["-b", "1024", "-O", "^metadata_csum,uninit_bg"][..],
+    ] {
+        let img = Image::with_tree("ext4", extra, 64, |_| {});
+        let groups = || {
+            let out = Command::new("dumpe2fs").arg(&img.path).output().unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .matches("BLOCK_UNINIT")
+                .count()
+        };
+        let before = groups();
+        assert!(before >= 4, "{extra:?}: expected BLOCK_UNINIT groups");
+        let data: Vec<u8> = (0..40u32 << 20)
+            .map(|i| (i >> 10) as u8 ^ i as u8)
+            .collect();
+        img.step(&format!("{extra:?}"), "a file across uninit groups", |fs| {
+            fs.create(b"/big", NewNode::File(&data), &SetAttrs::default())?;
+            for i in 0..8 {
+                fs.create(
+                    format!("/d{i}").as_bytes(),
+                    NewNode::Dir,
+                    &SetAttrs::default(),
+                )?;
+            }
+            Ok(())
+        });
+        assert!(groups() < before, "{extra:?}: no group was initialised");
+        img.expect_cat("/big", &data);
+    }
+}
