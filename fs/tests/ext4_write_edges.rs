@@ -262,3 +262,71 @@ fn uninit_groups_are_initialised_when_first_used() {
         img.expect_cat("/big", &data);
     }
 }
+
+#[test]
+fn guest_tree_writes_go_to_the_mounted_filesystem() {
+    if !tools() {
+        return;
+    }
+    let root = Image::with_tree("ext4", &[], 16, |r| {
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::fs::create_dir_all(r.join("boot")).unwrap();
+        std::fs::write(r.join("etc/x"), "x").unwrap();
+        std::os::unix::fs::symlink("/boot/grub", r.join("etc/grub")).unwrap();
+    });
+    let boot = Image::with_tree("ext2", &[], 8, |r| {
+        std::fs::create_dir_all(r.join("grub")).unwrap();
+    });
+    let (rov, rfs) = root.open_rw();
+    let (bov, bfs) = boot.open_rw();
+    let mut tree = transplant_fs::GuestTree::new(Arc::new(rfs), "root");
+    tree.attach(b"/boot", Arc::new(bfs), "boot");
+    assert!(tree.writable());
+    // Through a guest symlink that crosses into /boot.
+    tree.create(
+        b"/etc/grub/grub.cfg",
+        NewNode::File(b"cfg\n"),
+        &SetAttrs::default(),
+    )
+    .unwrap();
+    let e = tree.rename(b"/etc/x", b"/boot/x").unwrap_err();
+    assert!(matches!(e, Error::Refused { .. }), "{e}");
+    let e = tree.remove(b"/boot").unwrap_err();
+    assert!(e.to_string().contains("mount point"), "{e}");
+    tree.rename(b"/etc/x", b"/etc/y").unwrap();
+    tree.sync().unwrap();
+    rov.commit().unwrap();
+    bov.commit().unwrap();
+    drop(tree);
+    root.fsck("root");
+    boot.fsck("boot");
+    boot.expect_cat("/grub/grub.cfg", b"cfg\n");
+    root.expect_cat("/etc/y", b"x");
+}
+
+#[test]
+fn inline_data_is_refused_by_name() {
+    if !tools() {
+        return;
+    }
+    let img = Image::with_tree("ext4", &["-O", "inline_data"], 16, |r| {
+        std::fs::create_dir_all(r.join("small")).unwrap();
+        std::fs::write(r.join("small/f"), "tiny").unwrap();
+        std::fs::write(r.join("tiny"), "tiny").unwrap();
+    });
+    let (ov, fs) = img.open_rw();
+    let e = fs.write_file(b"/tiny", b"more").unwrap_err();
+    assert!(e.to_string().contains("inline_data"), "{e}");
+    let e = fs
+        .create(b"/small/g", NewNode::File(b"x"), &SetAttrs::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("inline_data"), "{e}");
+    // Elsewhere the filesystem is writable, without inline data.
+    fs.create(b"/new", NewNode::File(b"regular"), &SetAttrs::default())
+        .unwrap();
+    fs.remove(b"/tiny").unwrap();
+    fs.sync().unwrap();
+    ov.commit().unwrap();
+    img.fsck("inline_data");
+    img.expect_cat("/new", b"regular");
+}
