@@ -153,10 +153,10 @@ fn htree_directories_grow_by_splitting_leaves() {
         if extra[1] != "1024" {
             continue;
         }
-        // Keep going until the root index is full: the index is then dropped, still clean.
-        t.step(&label, "fill the index", |fs| {
-            for i in 0..4000 {
-                let n = format!("/many/more-{i:06}-{}", "m".repeat(i % 60));
+        // Keep going until the root index is full: it gets a level, and its node splits.
+        t.step(&label, "fill the root index", |fs| {
+            for i in 0..7000 {
+                let n = format!("/many/more-{i:06}-{}", "m".repeat(i % 100));
                 fs.create(n.as_bytes(), NewNode::File(b""), &SetAttrs::default())?;
             }
             Ok(())
@@ -169,6 +169,20 @@ fn htree_directories_grow_by_splitting_leaves() {
             "/many/more-003999-mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm",
             b"",
         );
-        assert!(!t.is_htree("/many"), "{label}: the root index never filled");
+        let dump = String::from_utf8_lossy(&t.debugfs("htree /many")).into_owned();
+        assert!(
+            dump.contains("Indirect levels: 1"),
+            "{label}: no level was added"
+        );
+        let root_count: usize = dump
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Number of entries (count): "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(root_count > 1, "{label}: the first node never split");
+        t.expect_cat(
+            "/many/more-006999-mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm",
+            b"",
+        );
     }
 }

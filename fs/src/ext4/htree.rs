@@ -4,8 +4,10 @@
 //!
 //! Inserting a name puts it in the leaf its hash selects (`dx_hash`); a full leaf is split
 //! in two by hash, the upper half going to a new block with an index entry after its
-//! sibling's. When the index block above is full too (or the hash is unknown), the writer
-//! drops the index instead: the root becomes a plain "."/".." block, nodes become empty
+//! sibling's. A full index block above gets room first: a full root over leaves gets a
+//! level (its entries move to a new node), a full node is split with an entry in the block
+//! above. When that is not possible either (or the hash is unknown), the writer drops the
+//! index instead: the root becomes a plain "."/".." block, nodes become empty
 //! blocks, and the inode loses its INDEX flag. e2fsck accepts such a directory as a linear
 //! one (and `e2fsck -D` may index it again). Removals and in-place replacements keep the
 //! index, since they never move a name between leaves.
