@@ -330,3 +330,20 @@ fn inline_data_is_refused_by_name() {
     img.fsck("inline_data");
     img.expect_cat("/new", b"regular");
 }
+
+/// Fuzzing found a directory link count at its maximum overflowing on mkdir.
+#[test]
+fn extreme_link_counts_do_not_overflow() {
+    if !tools() {
+        return;
+    }
+    for (extra, ok) in [(&["-O", "^dir_nlink"][..], false), (&[][..], true)] {
+        let img = Image::with_tree("ext4", extra, 16, |r| {
+            std::fs::create_dir(r.join("d")).unwrap();
+        });
+        debugfs_w(&img, "sif /d links_count 65535");
+        let (_ov, fs) = img.open_rw();
+        let r = fs.create(b"/d/sub", NewNode::Dir, &SetAttrs::default());
+        assert_eq!(r.is_ok(), ok, "{extra:?}: {r:?}");
+    }
+}

@@ -31,7 +31,7 @@ pub struct DirCache {
 impl DirCache {
     pub fn forget(&mut self, dir: u32) {
         if let Some(d) = self.dirs.remove(&dir) {
-            self.names -= d.names.len();
+            self.names = self.names.saturating_sub(d.names.len());
         }
     }
     pub fn clear(&mut self) {

@@ -189,7 +189,11 @@ impl Engine {
         if l == 1 {
             return; // dir_nlink: already "many"
         }
-        dir.set_links(if l + 1 >= LINK_MAX { 1 } else { l + 1 });
+        dir.set_links(if l.saturating_add(1) >= LINK_MAX {
+            1
+        } else {
+            l + 1
+        });
     }
 
     fn dec_links(dir: &mut Inode) {
@@ -199,7 +203,7 @@ impl Engine {
     }
 
     fn check_subdir_room(&self, dir: &Inode, path: &[u8]) -> Result<()> {
-        if dir.links() != 1 && dir.links() + 1 >= LINK_MAX && !self.sb.dir_nlink() {
+        if dir.links() != 1 && dir.links().saturating_add(1) >= LINK_MAX && !self.sb.dir_nlink() {
             return Err(self.refuse(format!(
                 "{} has too many subdirectories for a filesystem without dir_nlink",
                 show(path)

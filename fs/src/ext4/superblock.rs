@@ -185,7 +185,8 @@ impl Superblock {
             (u16_at(&raw, 0x58) as usize, u32_at(&raw, 0x54))
         };
         let bigalloc = u32_at(&raw, 0x64) & ro_compat::BIGALLOC != 0;
-        if blocks_per_group == 0 || (!bigalloc && blocks_per_group as u64 > 8 * block_size) {
+        // mke2fs never makes groups under 256 blocks; fewer would make the group table huge.
+        if blocks_per_group < 256 || (!bigalloc && blocks_per_group as u64 > 8 * block_size) {
             return Err(format!(
                 "superblock: {blocks_per_group} blocks per group is invalid"
             ));
