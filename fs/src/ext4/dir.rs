@@ -504,7 +504,9 @@ impl Engine {
         let limit = (bs - 8 - if seed.is_some() { 8 } else { 0 }) / 8;
         super::le::put_u16(&mut node, 8, limit as u16);
         super::le::put_u16(&mut node, 10, count as u16);
-        node[12..12 + entries.len()].copy_from_slice(&entries);
+        node.get_mut(12..12 + entries.len())
+            .ok_or_else(|| self.corrupt(format!("directory inode {}: htree root", dir.ino)))?
+            .copy_from_slice(&entries);
         if let Some(s) = seed {
             htree::set_dx_csum(&mut node, 8, s);
         }
@@ -554,7 +556,9 @@ impl Engine {
         super::le::put_u16(&mut nb, 4, dir_block::rec_len_to_disk(bs, bs));
         super::le::put_u16(&mut nb, 8, node.limit as u16);
         super::le::put_u16(&mut nb, 10, (count - half) as u16);
-        nb[12..12 + moved.len()].copy_from_slice(&moved);
+        nb.get_mut(12..12 + moved.len())
+            .ok_or_else(bad)?
+            .copy_from_slice(&moved);
         super::le::put_u16(&mut old, 10, half as u16);
         if let Some(s) = seed {
             htree::set_dx_csum(&mut nb, 8, s);
