@@ -279,3 +279,107 @@ fn mount_rw_commits_on_unmount() {
     let st = String::from_utf8_lossy(&debugfs(&img, "stat /opt/blob2")).into_owned();
     assert!(st.contains("Mode:  0640"), "{st}");
 }
+
+fn mkfs_uuid(kind: &str, src: &Path, img: &Path, size: &str) -> String {
+    assert!(Command::new("mke2fs")
+        .args(["-q", "-F", "-t", kind, "-d"])
+        .arg(src)
+        .arg(img)
+        .arg(size)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    let out = Command::new("blkid")
+        .args(["-s", "UUID", "-o", "value"])
+        .arg(img)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn dd(args: &[String]) {
+    assert!(Command::new("dd")
+        .args(args)
+        .arg("status=none")
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Root and /boot on two partitions: writes reach the filesystem the guest's fstab
+/// mounts there; mount points and cross-filesystem renames are refused.
+#[test]
+fn writes_follow_the_guests_mounts() {
+    if !have("mke2fs") || !have("sfdisk") || !have("blkid") || !have("e2fsck") || !have("debugfs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("boot/grub")).unwrap();
+    std::fs::write(d.join("boot/grub/grub.cfg"), "root=/dev/sda1\n").unwrap();
+    let boot_uuid = mkfs_uuid("ext2", &d.join("boot"), &d.join("boot.img"), "8M");
+    std::fs::create_dir_all(d.join("root/etc")).unwrap();
+    std::fs::create_dir_all(d.join("root/boot")).unwrap();
+    std::fs::write(
+        d.join("root/etc/fstab"),
+        format!("/dev/sda1 / ext4 defaults 0 1\nUUID={boot_uuid} /boot ext2 defaults 0 2\n"),
+    )
+    .unwrap();
+    std::fs::write(d.join("root/etc/os-release"), "ID=debian\n").unwrap();
+    mkfs_uuid("ext4", &d.join("root"), &d.join("root.img"), "16M");
+    let disk = d.join("disk.raw");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let mut c = Command::new("sfdisk")
+        .args(["-q", "--no-reread", "--no-tell-kernel"])
+        .arg(&disk)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: dos\nstart=2048,size=16M,type=83\n,8M,83\n")
+        .unwrap();
+    assert!(c.wait().unwrap().success());
+    for (img, seek) in [("root.img", 1), ("boot.img", 17)] {
+        dd(&[
+            format!("if={}", d.join(img).display()),
+            format!("of={}", disk.display()),
+            "bs=1M".into(),
+            format!("seek={seek}"),
+            "conv=notrunc".into(),
+        ]);
+    }
+    let s = disk.to_str().unwrap();
+    ok(&run_with_stdin(
+        &["write", &format!("{s}:/boot/grub/grub.cfg")],
+        b"root=UUID=x\n",
+    ));
+    ok(&run(&["mkdir", &format!("{s}:/boot/efi")]));
+    let o = run(&["rm", &format!("{s}:/boot")]);
+    assert_eq!(o.status.code(), Some(5), "removing a mount point");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("mount point"));
+    let o = run(&["cat", &format!("{s}:/boot/grub/grub.cfg")]);
+    assert_eq!(o.stdout, b"root=UUID=x\n");
+    for (name, skip, size) in [("p1", 1, 16), ("p2", 17, 8)] {
+        let p = d.join(name);
+        dd(&[
+            format!("if={}", disk.display()),
+            format!("of={}", p.display()),
+            "bs=1M".into(),
+            format!("skip={skip}"),
+            format!("count={size}"),
+        ]);
+        fsck(&p);
+    }
+    assert_eq!(
+        debugfs(&d.join("p2"), "cat /grub/grub.cfg"),
+        b"root=UUID=x\n"
+    );
+    assert!(String::from_utf8_lossy(&debugfs(&d.join("p2"), "ls /")).contains("efi"));
+}

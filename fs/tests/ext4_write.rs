@@ -120,3 +120,69 @@ fn every_operation_leaves_a_clean_filesystem() {
         });
     }
 }
+
+#[test]
+fn htree_directories_grow_by_splitting_leaves() {
+    if !have("mkfs.ext4") || !have("e2fsck") || !have("debugfs") {
+        return;
+    }
+    for extra in [
+        &["-b", "1024"][..],
+        &["-b", "4096", "-O", "^metadata_csum"][..],
+    ] {
+        let t = Image::new("ext4", extra, 64);
+        let label = format!("ext4 {extra:?}");
+        assert!(t.is_htree("/many"), "{label}");
+        let leaves = |t: &Image| {
+            String::from_utf8_lossy(&t.debugfs("htree /many"))
+                .matches("Entry #")
+                .count()
+        };
+        let before = leaves(&t);
+        t.step(&label, "add 400 names to an htree", |fs| {
+            for i in 0..400 {
+                let n = format!("/many/added-{i}-{}", "n".repeat(i % 40));
+                fs.create(n.as_bytes(), NewNode::File(b"a"), &SetAttrs::default())?;
+            }
+            Ok(())
+        });
+        assert!(t.is_htree("/many"), "{label}: the index was dropped");
+        assert!(leaves(&t) > before, "{label}: no leaf was split");
+        t.expect_cat("/many/added-77-nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn", b"a");
+        t.expect_cat("/many/file-01999", b"1999\n");
+        if extra[1] != "1024" {
+            continue;
+        }
+        // Keep going until the root index is full: it gets a level, and its node splits.
+        t.step(&label, "fill the root index", |fs| {
+            for i in 0..7000 {
+                let n = format!("/many/more-{i:06}-{}", "m".repeat(i % 100));
+                fs.create(n.as_bytes(), NewNode::File(b""), &SetAttrs::default())?;
+            }
+            Ok(())
+        });
+        t.expect_cat(
+            "/many/added-399-nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn",
+            b"a",
+        );
+        t.expect_cat(
+            "/many/more-003999-mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm",
+            b"",
+        );
+        let dump = String::from_utf8_lossy(&t.debugfs("htree /many")).into_owned();
+        assert!(
+            dump.contains("Indirect levels: 1"),
+            "{label}: no level was added"
+        );
+        let root_count: usize = dump
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Number of entries (count): "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(root_count > 1, "{label}: the first node never split");
+        t.expect_cat(
+            "/many/more-006999-mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm",
+            b"",
+        );
+    }
+}

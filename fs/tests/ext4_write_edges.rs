@@ -225,3 +225,125 @@ fn ext3_files_use_triple_indirect_blocks() {
     });
     img.expect_cat("/big", b"tiny\n");
 }
+
+#[test]
+fn uninit_groups_are_initialised_when_first_used() {
+    if !tools() {
+        return;
+    }
+    for extra in [
+        &["-b", "1024"][..],
+        &["-b", "1024", "-O", "^metadata_csum,uninit_bg"][..],
+    ] {
+        let img = Image::with_tree("ext4", extra, 64, |_| {});
+        let groups = || {
+            let out = Command::new("dumpe2fs").arg(&img.path).output().unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .matches("BLOCK_UNINIT")
+                .count()
+        };
+        let before = groups();
+        assert!(before >= 4, "{extra:?}: expected BLOCK_UNINIT groups");
+        let data: Vec<u8> = (0..40u32 << 20)
+            .map(|i| (i >> 10) as u8 ^ i as u8)
+            .collect();
+        img.step(&format!("{extra:?}"), "a file across uninit groups", |fs| {
+            fs.create(b"/big", NewNode::File(&data), &SetAttrs::default())?;
+            for i in 0..8 {
+                fs.create(
+                    format!("/d{i}").as_bytes(),
+                    NewNode::Dir,
+                    &SetAttrs::default(),
+                )?;
+            }
+            Ok(())
+        });
+        assert!(groups() < before, "{extra:?}: no group was initialised");
+        img.expect_cat("/big", &data);
+    }
+}
+
+#[test]
+fn guest_tree_writes_go_to_the_mounted_filesystem() {
+    if !tools() {
+        return;
+    }
+    let root = Image::with_tree("ext4", &[], 16, |r| {
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::fs::create_dir_all(r.join("boot")).unwrap();
+        std::fs::write(r.join("etc/x"), "x").unwrap();
+        std::os::unix::fs::symlink("/boot/grub", r.join("etc/grub")).unwrap();
+    });
+    let boot = Image::with_tree("ext2", &[], 8, |r| {
+        std::fs::create_dir_all(r.join("grub")).unwrap();
+    });
+    let (rov, rfs) = root.open_rw();
+    let (bov, bfs) = boot.open_rw();
+    let mut tree = transplant_fs::GuestTree::new(Arc::new(rfs), "root");
+    tree.attach(b"/boot", Arc::new(bfs), "boot");
+    assert!(tree.writable());
+    // Through a guest symlink that crosses into /boot.
+    tree.create(
+        b"/etc/grub/grub.cfg",
+        NewNode::File(b"cfg\n"),
+        &SetAttrs::default(),
+    )
+    .unwrap();
+    let e = tree.rename(b"/etc/x", b"/boot/x").unwrap_err();
+    assert!(matches!(e, Error::Refused { .. }), "{e}");
+    let e = tree.remove(b"/boot").unwrap_err();
+    assert!(e.to_string().contains("mount point"), "{e}");
+    tree.rename(b"/etc/x", b"/etc/y").unwrap();
+    tree.sync().unwrap();
+    rov.commit().unwrap();
+    bov.commit().unwrap();
+    drop(tree);
+    root.fsck("root");
+    boot.fsck("boot");
+    boot.expect_cat("/grub/grub.cfg", b"cfg\n");
+    root.expect_cat("/etc/y", b"x");
+}
+
+#[test]
+fn inline_data_is_refused_by_name() {
+    if !tools() {
+        return;
+    }
+    let img = Image::with_tree("ext4", &["-O", "inline_data"], 16, |r| {
+        std::fs::create_dir_all(r.join("small")).unwrap();
+        std::fs::write(r.join("small/f"), "tiny").unwrap();
+        std::fs::write(r.join("tiny"), "tiny").unwrap();
+    });
+    let (ov, fs) = img.open_rw();
+    let e = fs.write_file(b"/tiny", b"more").unwrap_err();
+    assert!(e.to_string().contains("inline_data"), "{e}");
+    let e = fs
+        .create(b"/small/g", NewNode::File(b"x"), &SetAttrs::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("inline_data"), "{e}");
+    // Elsewhere the filesystem is writable, without inline data.
+    fs.create(b"/new", NewNode::File(b"regular"), &SetAttrs::default())
+        .unwrap();
+    fs.remove(b"/tiny").unwrap();
+    fs.sync().unwrap();
+    ov.commit().unwrap();
+    img.fsck("inline_data");
+    img.expect_cat("/new", b"regular");
+}
+
+/// Fuzzing found a directory link count at its maximum overflowing on mkdir.
+#[test]
+fn extreme_link_counts_do_not_overflow() {
+    if !tools() {
+        return;
+    }
+    for (extra, ok) in [(&["-O", "^dir_nlink"][..], false), (&[][..], true)] {
+        let img = Image::with_tree("ext4", extra, 16, |r| {
+            std::fs::create_dir(r.join("d")).unwrap();
+        });
+        debugfs_w(&img, "sif /d links_count 65535");
+        let (_ov, fs) = img.open_rw();
+        let r = fs.create(b"/d/sub", NewNode::Dir, &SetAttrs::default());
+        assert_eq!(r.is_ok(), ok, "{extra:?}: {r:?}");
+    }
+}

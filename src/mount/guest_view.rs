@@ -117,6 +117,15 @@ impl GuestView {
         }
     }
 
+    /// Attributes and names change under a writable mount: cache them briefly only.
+    fn ttl(&self) -> Duration {
+        if self.rw {
+            Duration::from_secs(1)
+        } else {
+            TTL
+        }
+    }
+
     fn buffers(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Buffer>> {
         self.buffers.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -304,7 +313,7 @@ impl Filesystem for GuestView {
         match self.tree.stat(&p, false) {
             Ok(m) => {
                 let ino = self.ino(&p);
-                reply.entry(&TTL, &self.attr(ino, &m), Generation(0))
+                reply.entry(&self.ttl(), &self.attr(ino, &m), Generation(0))
             }
             Err(e) => reply.error(errno(&e)),
         }
@@ -315,7 +324,7 @@ impl Filesystem for GuestView {
             return reply.error(Errno::ENOENT);
         };
         match self.stat_attr(&p) {
-            Ok(a) => reply.attr(&TTL, &a),
+            Ok(a) => reply.attr(&self.ttl(), &a),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -568,7 +577,7 @@ impl Filesystem for GuestView {
             }
         }
         match self.stat_attr(&p) {
-            Ok(a) => reply.attr(&TTL, &a),
+            Ok(a) => reply.attr(&self.ttl(), &a),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -590,9 +599,13 @@ impl Filesystem for GuestView {
             NewNode::File(&[]),
             Some(mode & !umask & 0o7777),
         ) {
-            Ok((_, a)) => {
-                reply.created(&TTL, &a, Generation(0), FileHandle(0), FopenFlags::empty())
-            }
+            Ok((_, a)) => reply.created(
+                &self.ttl(),
+                &a,
+                Generation(0),
+                FileHandle(0),
+                FopenFlags::empty(),
+            ),
             Err(e) => reply.error(e),
         }
     }
@@ -613,7 +626,7 @@ impl Filesystem for GuestView {
             NewNode::Dir,
             Some(mode & !umask & 0o7777),
         ) {
-            Ok((_, a)) => reply.entry(&TTL, &a, Generation(0)),
+            Ok((_, a)) => reply.entry(&self.ttl(), &a, Generation(0)),
             Err(e) => reply.error(e),
         }
     }
@@ -628,7 +641,7 @@ impl Filesystem for GuestView {
     ) {
         let t = target.as_os_str().as_bytes();
         match self.new_entry(req, parent, link_name, NewNode::Symlink(t), None) {
-            Ok((_, a)) => reply.entry(&TTL, &a, Generation(0)),
+            Ok((_, a)) => reply.entry(&self.ttl(), &a, Generation(0)),
             Err(e) => reply.error(e),
         }
     }

@@ -39,7 +39,7 @@ fn rec_len_from_disk(v: u16, bs: usize) -> usize {
     }
 }
 
-fn rec_len_to_disk(len: usize, bs: usize) -> u16 {
+pub fn rec_len_to_disk(len: usize, bs: usize) -> u16 {
     if bs < 65536 {
         len as u16
     } else if len == 65536 {

@@ -74,7 +74,14 @@ impl Engine {
         }
         let bs = sb.block_size;
         let gdt_off = (sb.first_data_block + 1) * bs;
-        let mut gdt = vec![0u8; (sb.group_count as u64 * sb.desc_size as u64) as usize];
+        let gdt_len = sb.group_count as u64 * sb.desc_size as u64;
+        if gdt_len > 1 << 30 {
+            return Err(Error::Unsupported {
+                dev: name,
+                feature: format!("{} block groups", sb.group_count),
+            });
+        }
+        let mut gdt = vec![0u8; gdt_len as usize];
         dev.read_at(&mut gdt, gdt_off)?;
         let mut groups = Vec::with_capacity(sb.group_count as usize);
         for (g, raw) in gdt.chunks(sb.desc_size).enumerate() {
@@ -617,9 +624,9 @@ impl Engine {
             }
             let n = (to - from) as u32;
             let gd = &mut e.groups[g as usize];
-            gd.set_free_blocks(gd.free_blocks() + n);
+            gd.set_free_blocks(gd.free_blocks().saturating_add(n));
             let sf = e.sb.free_blocks();
-            e.sb.set_free_blocks(sf + n as u64);
+            e.sb.set_free_blocks(sf.saturating_add(n as u64));
             e.sb_dirty = true;
             Ok(())
         })
@@ -714,9 +721,9 @@ impl Engine {
             self.store_inode_bitmap(g, &bm)?;
             let group_csum = self.sb.group_csum();
             let gd = &mut self.groups[g as usize];
-            gd.set_free_inodes(gd.free_inodes() - 1);
+            gd.set_free_inodes(gd.free_inodes().saturating_sub(1));
             if is_dir {
-                gd.set_used_dirs(gd.used_dirs() + 1);
+                gd.set_used_dirs(gd.used_dirs().saturating_add(1));
             }
             if group_csum {
                 let used_end = ipg - gd.itable_unused().min(ipg);
@@ -751,12 +758,12 @@ impl Engine {
         bitmap::clear(&mut bm, i);
         self.store_inode_bitmap(g, &bm)?;
         let gd = &mut self.groups[g as usize];
-        gd.set_free_inodes(gd.free_inodes() + 1);
+        gd.set_free_inodes(gd.free_inodes().saturating_add(1));
         if is_dir {
             gd.set_used_dirs(gd.used_dirs().saturating_sub(1));
         }
         let fi = self.sb.free_inodes();
-        self.sb.set_free_inodes(fi + 1);
+        self.sb.set_free_inodes(fi.saturating_add(1));
         self.sb_dirty = true;
         Ok(())
     }
@@ -769,7 +776,7 @@ impl Engine {
         let gd = &mut self.groups[g as usize];
         gd.set_free_inodes(gd.free_inodes().saturating_sub(1));
         if is_dir {
-            gd.set_used_dirs(gd.used_dirs() + 1);
+            gd.set_used_dirs(gd.used_dirs().saturating_add(1));
         }
         let fi = self.sb.free_inodes();
         self.sb.set_free_inodes(fi.saturating_sub(1));

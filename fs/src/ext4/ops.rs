@@ -189,7 +189,11 @@ impl Engine {
         if l == 1 {
             return; // dir_nlink: already "many"
         }
-        dir.set_links(if l + 1 >= LINK_MAX { 1 } else { l + 1 });
+        dir.set_links(if l.saturating_add(1) >= LINK_MAX {
+            1
+        } else {
+            l + 1
+        });
     }
 
     fn dec_links(dir: &mut Inode) {
@@ -199,7 +203,7 @@ impl Engine {
     }
 
     fn check_subdir_room(&self, dir: &Inode, path: &[u8]) -> Result<()> {
-        if dir.links() != 1 && dir.links() + 1 >= LINK_MAX && !self.sb.dir_nlink() {
+        if dir.links() != 1 && dir.links().saturating_add(1) >= LINK_MAX && !self.sb.dir_nlink() {
             return Err(self.refuse(format!(
                 "{} has too many subdirectories for a filesystem without dir_nlink",
                 show(path)
@@ -244,7 +248,7 @@ impl Engine {
         let pino = pdir.ino;
         self.txn(|e| {
             e.check_size(data.len() as u64)?;
-            let plan = e.plan_insert(&pdir, name.len())?;
+            let plan = e.plan_insert(&pdir, &name)?;
             let ino = e.alloc_inode(pino, is_dir)?;
             let goal = e.inode_goal(ino);
             let runs = e.alloc_runs(goal, nblocks)?;
@@ -491,7 +495,7 @@ impl Engine {
             .is_some_and(|t| t.is_dir() || t.links() <= 1);
         self.txn(|e| {
             let plan = match tloc {
-                None => Some(e.plan_insert(tdir_own.as_ref().unwrap_or(&fdir), tname.len())?),
+                None => Some(e.plan_insert(tdir_own.as_ref().unwrap_or(&fdir), &tname)?),
                 Some(_) => None,
             };
             let x = match (&target, drop_target) {

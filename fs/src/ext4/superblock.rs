@@ -129,7 +129,6 @@ fn names(bits: u32, table: &[(u32, &str)]) -> String {
 }
 
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // hash fields: kept for htree insertion
 pub struct Superblock {
     pub raw: Vec<u8>,
     pub block_size: u64,
@@ -147,7 +146,6 @@ pub struct Superblock {
     pub ro_compat: u32,
     pub uuid: [u8; 16],
     pub hash_seed: [u32; 4],
-    pub def_hash_version: u8,
     pub flags: u32,
     /// Seed of every metadata_csum checksum.
     pub csum_seed: u32,
@@ -187,7 +185,8 @@ impl Superblock {
             (u16_at(&raw, 0x58) as usize, u32_at(&raw, 0x54))
         };
         let bigalloc = u32_at(&raw, 0x64) & ro_compat::BIGALLOC != 0;
-        if blocks_per_group == 0 || (!bigalloc && blocks_per_group as u64 > 8 * block_size) {
+        // mke2fs never makes groups under 256 blocks; fewer would make the group table huge.
+        if blocks_per_group < 256 || (!bigalloc && blocks_per_group as u64 > 8 * block_size) {
             return Err(format!(
                 "superblock: {blocks_per_group} blocks per group is invalid"
             ));
@@ -263,7 +262,6 @@ impl Superblock {
             ro_compat: u32_at(&raw, 0x64),
             uuid,
             hash_seed,
-            def_hash_version: u8_at(&raw, 0xFC),
             flags: u32_at(&raw, 0x160),
             csum_seed,
             want_extra_isize: u16_at(&raw, 0x15E),
