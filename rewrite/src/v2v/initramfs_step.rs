@@ -94,7 +94,7 @@ pub fn plan(
         if img.path.ends_with(".pre-transplant") {
             continue;
         }
-        if !usable.iter().any(|k| *k == kernel) {
+        if !usable.contains(&kernel) {
             report.skipped = Some(format!(
                 "kernel {kernel} cannot boot the target (see inspect); image left as is"
             ));
