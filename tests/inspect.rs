@@ -253,7 +253,6 @@ fn demo_guest() {
     assert_eq!(v["targets"][0]["boot_kernel"], "6.1.0-50-amd64");
     let w = codes(&v, 0, "warnings");
     for c in [
-        "unresolvable-device",
         "nic-bound-by-mac",
         "xorg-old-driver",
         "initramfs-lacks-drivers",
