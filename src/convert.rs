@@ -29,17 +29,27 @@ pub enum OutFormat {
     Vhdx,
 }
 
-/// Convert an image to another format (sparse: holes stay holes).
+/// Convert an image to another format (sparse: holes stay holes), and with `--to` rewrite
+/// the guest for its new target on the way.
 ///
 /// Data is read, decompressed and compressed on all cores; memory stays bounded whatever
 /// the disk size. The output is written under a hidden temporary name, fsynced and
-/// renamed; Ctrl-C or a failure leaves nothing under OUTPUT.
-///
-/// Examples:
-///   transplant convert web01.vmdk web01.qcow2 -O qcow2 -c -o compression_type=zstd
-///   transplant convert web01.vmdk web01.raw -O raw
-///   transplant convert edited.raw delta.qcow2 -O qcow2 --backing web01.raw
+/// renamed; Ctrl-C or a failure leaves nothing under OUTPUT. With `--to`, the guest's
+/// device names, bootloader, initramfs (drivers injected), NIC bindings, X and hypervisor
+/// tools are rewritten in an overlay first; the input is never changed (unless
+/// `--in-place`), and a guest that cannot boot on the target is refused before anything
+/// is written.
 #[derive(Args)]
+#[command(after_help = "Examples:
+  transplant convert web01.vmdk web01.qcow2 -O qcow2 -c -o compression_type=zstd
+  transplant convert web01.vmdk web01.qcow2 -O qcow2 --to kvm --mac OLDMAC=NEWMAC
+  transplant convert web01.vmdk --to kvm --dry-run       # a diff of every change
+  transplant convert web01.qcow2 delta.qcow2 -O qcow2 --to kvm --backing web01.qcow2
+  transplant convert web01.qcow2 --to kvm --in-place     # undo: transplant undo web01.qcow2
+  transplant convert web01.raw /dev/sdb --to physical --overwrite
+  transplant convert export.ova web01/ --to kvm          # disks, libvirt XML, report
+
+Exit status: 0 success; 5 refused (blockers listed); 6 converted with warnings; 1-4 errors.")]
 pub struct ConvertArgs {
     /// Input image (any readable format; probed unless -f is given).
     input: PathBuf,
