@@ -39,7 +39,9 @@ pub enum OutFormat {
 ///   transplant convert web01.vmdk web01.qcow2 -O qcow2 -c -o compression_type=zstd
 ///   transplant convert web01.vmdk web01.raw -O raw
 ///   transplant convert edited.raw delta.qcow2 -O qcow2 --backing web01.raw
+///   transplant convert web01.vmdk /dev/sdb --overwrite --zero-fill --verify
 #[derive(Args)]
+#[command(verbatim_doc_comment)]
 pub struct ConvertArgs {
     /// Input image (any readable format; probed unless -f is given).
     input: PathBuf,
