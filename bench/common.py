@@ -27,6 +27,20 @@ def measure(cmd, **kw):
     return dt, rusage.ru_maxrss / 1024.0
 
 
+def measure_cpu(cmd, **kw):
+    """Runs cmd; returns (seconds, peak RSS MiB, CPU seconds user+system of it and its
+    children). On a shared machine the CPU time is the steadier measure of work done."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+    _, status, rusage = os.wait4(p.pid, 0)
+    dt = time.monotonic() - t0
+    err = p.stderr.read().decode(errors="replace") if p.stderr else ""
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        sys.exit(f"failed ({p.returncode}): {' '.join(cmd)}\n{err}")
+    return dt, rusage.ru_maxrss / 1024.0, rusage.ru_utime + rusage.ru_stime
+
+
 def warm(path):
     """Reads a file (and its siblings for multi-file images) so both tools start warm."""
     d = os.path.dirname(path) or "."

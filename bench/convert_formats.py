@@ -19,7 +19,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, TRANSPLANT, best_of, build_release, measure, table, warm  # noqa: E402
+from common import ROOT, TRANSPLANT, best_of, build_release, measure_cpu, table, warm  # noqa: E402
 
 ROWS = [
     # name, input subdir (made by convert_raw.py), qemu out opts, transplant out opts
@@ -75,19 +75,22 @@ def main():
                     os.remove(out)
                 subprocess.run(["sync"])
                 warm(src)
-                t, rss = measure(cmd)
-                size = os.stat(out).st_blocks * 512 >> 20
+                t, rss, cpu = measure_cpu(cmd)
+                out_mib = os.stat(out).st_blocks * 512 >> 20
                 os.remove(out)
                 if tool not in best or t < best[tool][0]:
-                    best[tool] = (t, rss, size)
-        (qt, qrss, qs), (tt, trss, ts) = best["q"], best["t"]
-        rows.append([name, f"{qt:.2f}", f"{tt:.2f}", f"{qt / tt:.2f}x", f"{qrss:.0f}", f"{trss:.0f}",
-                     f"{qs}", f"{ts}"])
+                    best[tool] = (t, rss, out_mib, cpu)
+        (qt, qrss, qs, qc), (tt, trss, ts, tc) = best["q"], best["t"]
+        rows.append([name, f"{qt:.2f}", f"{tt:.2f}", f"{qt / tt:.2f}x", f"{qc:.2f}", f"{tc:.2f}",
+                     f"{qc / tc:.2f}x", f"{qrss:.0f}", f"{trss:.0f}", f"{qs}", f"{ts}"])
     print()
     print(f"{a.size_gib} GiB virtual, {os.cpu_count()} cores; disk write bandwidth (dd, fsync): "
           f"{size / dt / (1 << 20):.0f} MiB/s")
-    table(rows, ["conversion", "qemu-img s", "transplant s", "ratio", "qemu RSS MiB",
-                 "transplant RSS MiB", "qemu out MiB", "transplant out MiB"])
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} (other work on the machine "
+          "skews wall times; CPU seconds are steadier)")
+    table(rows, ["conversion", "qemu-img s", "transplant s", "ratio", "qemu CPU s",
+                 "transplant CPU s", "CPU ratio", "qemu RSS MiB", "transplant RSS MiB",
+                 "qemu out MiB", "transplant out MiB"])
     if not a.keep:
         shutil.rmtree(a.workdir)
 

@@ -47,6 +47,7 @@ pub enum OutFormat {
   transplant convert web01.qcow2 delta.qcow2 -O qcow2 --to kvm --backing web01.qcow2
   transplant convert web01.qcow2 --to kvm --in-place     # undo: transplant undo web01.qcow2
   transplant convert web01.raw /dev/sdb --to physical --overwrite
+  transplant convert web01.vmdk /dev/sdb --overwrite --zero-fill --verify
   transplant convert export.ova web01/ --to kvm          # disks, libvirt XML, report
 
 Exit status: 0 success; 5 refused (blockers listed); 6 converted with warnings; 1-4 errors.")]

@@ -18,6 +18,7 @@ use transplant_formats::{open_image_rw, OpenOptions};
 ///   transplant undo /dev/sdb --undo-file /var/tmp/sdb.transplant-undo
 ///   transplant undo web01.raw --check
 #[derive(Args)]
+#[command(verbatim_doc_comment)]
 pub struct UndoArgs {
     /// The image the commit changed (raw file, block device or qcow2).
     image: PathBuf,

@@ -370,7 +370,7 @@ fn write_in_order(
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::refused(
                 "copy",
-                "interrupted; nothing was left under the output name",
+                "interrupted (a file output is removed; a device keeps what was written)",
             ));
         }
         let (seq, r) = match done_rx.recv_timeout(std::time::Duration::from_millis(200)) {
