@@ -169,6 +169,102 @@ fn xen_guest_converted_to_kvm_boots_on_virtio() {
     );
 }
 
+/// A VMware export of the guest (an OVA: OVF descriptor, SHA256 manifest, streamOptimized
+/// VMDK, as vSphere writes it) converted by `transplant batch --to kvm`: the domain XML
+/// keeps the source's MAC, so booting with that MAC on virtio-net must bring eth0 up with
+/// its old address, and the root comes from the virtio disk.
+#[test]
+fn vmware_export_converted_in_batch_boots_on_virtio() {
+    let Some(g) = guest(Variant::Vmware) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let vmdk = d.join("web01-disk1.vmdk");
+    let st = std::process::Command::new("qemu-img")
+        .args(["convert", "-O", "vmdk", "-o", "subformat=streamOptimized"])
+        .arg(&g.image)
+        .arg(&vmdk)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let cap = std::fs::metadata(&g.raw).unwrap().len();
+    let ovf = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vmw="http://www.vmware.com/schema/ovf">
+  <References><File ovf:href="web01-disk1.vmdk" ovf:id="file1"/></References>
+  <DiskSection><Info>disks</Info><Disk ovf:capacity="{cap}" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/></DiskSection>
+  <VirtualSystem ovf:id="web01"><Info>vm</Info><Name>web01</Name>
+    <OperatingSystemSection ovf:id="96" vmw:osType="debian12_64Guest"><Info>os</Info></OperatingSystemSection>
+    <VirtualHardwareSection><Info>hw</Info>
+      <Item><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>1</rasd:VirtualQuantity></Item>
+      <Item><rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits><rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>512</rasd:VirtualQuantity></Item>
+      <Item><rasd:InstanceID>3</rasd:InstanceID><rasd:ResourceSubType>lsilogic</rasd:ResourceSubType><rasd:ResourceType>6</rasd:ResourceType></Item>
+      <Item><rasd:AddressOnParent>0</rasd:AddressOnParent><rasd:HostResource>ovf:/disk/vmdisk1</rasd:HostResource><rasd:InstanceID>4</rasd:InstanceID><rasd:Parent>3</rasd:Parent><rasd:ResourceType>17</rasd:ResourceType></Item>
+      <Item><rasd:Address>{mac}</rasd:Address><rasd:InstanceID>5</rasd:InstanceID><rasd:ResourceSubType>VmxNet3</rasd:ResourceSubType><rasd:ResourceType>10</rasd:ResourceType></Item>
+    </VirtualHardwareSection>
+  </VirtualSystem>
+</Envelope>
+"#,
+        mac = g.mac
+    );
+    std::fs::write(d.join("web01.ovf"), ovf).unwrap();
+    let sha = |p: &Path| {
+        let o = std::process::Command::new("sha256sum")
+            .arg(p)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let mf = format!(
+        "SHA256(web01.ovf)= {}\nSHA256(web01-disk1.vmdk)= {}\n",
+        sha(&d.join("web01.ovf")),
+        sha(&vmdk)
+    );
+    std::fs::write(d.join("web01.mf"), mf).unwrap();
+    let st = std::process::Command::new("tar")
+        .args([
+            "--format=ustar",
+            "-cf",
+            "web01.ova",
+            "web01.ovf",
+            "web01.mf",
+            "web01-disk1.vmdk",
+        ])
+        .current_dir(d)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = d.join("out");
+    boot::transplant(&[
+        OsStr::new("batch"),
+        d.join("web01.ova").as_os_str(),
+        OsStr::new("--out"),
+        out.as_os_str(),
+        OsStr::new("--to"),
+        OsStr::new("kvm"),
+    ]);
+    let xml = std::fs::read_to_string(out.join("web01/web01.xml")).unwrap();
+    assert!(
+        xml.contains(&format!("<mac address='{}'/>", g.mac)),
+        "{xml}"
+    );
+    let o = boot(
+        &out.join("web01/disk1.qcow2"),
+        Disk::Virtio,
+        Nic::VirtioNet,
+        g.mac,
+        boot_timeout(),
+    );
+    o.assert_booted("/dev/vda1", g.address);
+    assert_eq!(o.drivers["eth0"], "virtio_net");
+    assert_eq!(o.macs["eth0"], g.mac);
+}
+
 #[test]
 fn marker_lines_parse() {
     let o = boot::BootOutcome::from_marker(
