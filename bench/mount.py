@@ -51,24 +51,39 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         mnt = os.path.join(d, "m")
         os.mkdir(mnt)
-        t = time.monotonic()
-        subprocess.run([TRANSPLANT, "mount", demo, mnt], check=True)
-        with open(os.path.join(mnt, "etc", "fstab")) as f:
-            f.read()
-        ready = time.monotonic() - t
-        subprocess.run(["fusermount3", "-u", mnt], check=True)
-        g = "not installed"
-        if shutil.which("guestmount"):
+        # The appliance is forced to TCG: KVM inside this workplace's VMs does not run
+        # guests (on a host with working KVM the appliance starts faster).
+        env = dict(os.environ, LIBGUESTFS_BACKEND="direct",
+                   LIBGUESTFS_BACKEND_SETTINGS="force_tcg")
+        real = os.path.join(ROOT, "fixtures", "out", "guest-debian", "vmware.qcow2")
+        # The demo is too bare for libguestfs' inspection (-i), so guestmount is told the
+        # root there; the boot tests' debootstrapped guest is inspected by both.
+        cases = [("demo guest", demo, ["-m", "/dev/sda1"])]
+        if os.path.exists(real):
+            cases.append(("debootstrapped Debian 12 guest", real, ["-i"]))
+        for label, img, gargs in cases:
             t = time.monotonic()
-            r = subprocess.run(["guestmount", "-a", demo, "-i", "--ro", mnt], capture_output=True)
-            if r.returncode == 0:
-                with open(os.path.join(mnt, "etc", "fstab")) as f:
-                    f.read()
-                g = f"{time.monotonic() - t:.2f} s"
-                subprocess.run(["guestunmount", mnt])
-            else:
-                g = "failed: " + r.stderr.decode(errors="replace").strip().splitlines()[-1]
-        rows.append(["mount -> first cat /etc/fstab (demo guest)", f"{ready * 1000:.0f} ms", g, ""])
+            subprocess.run([TRANSPLANT, "mount", img, mnt], check=True)
+            with open(os.path.join(mnt, "etc", "fstab")) as f:
+                f.read()
+            ready = time.monotonic() - t
+            subprocess.run(["fusermount3", "-u", mnt], check=True)
+            g, ratio = "not installed", ""
+            if shutil.which("guestmount"):
+                t = time.monotonic()
+                r = subprocess.run(["guestmount", "-a", img, *gargs, "--ro", mnt],
+                                   capture_output=True, env=env)
+                if r.returncode == 0:
+                    with open(os.path.join(mnt, "etc", "fstab")) as f:
+                        f.read()
+                    gt = time.monotonic() - t
+                    g = f"{gt:.2f} s (guestmount {' '.join(gargs)} --ro)"
+                    ratio = f"{gt / ready:.0f}x"
+                    subprocess.run(["guestunmount", mnt])
+                else:
+                    g = "failed: " + r.stderr.decode(errors="replace").strip().splitlines()[-1]
+            rows.append([f"mount -> first cat /etc/fstab ({label})", f"{ready * 1000:.0f} ms",
+                         g, ratio])
 
         if os.path.exists(a.image):
             warm(a.image)
