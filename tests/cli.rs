@@ -1,5 +1,8 @@
 //! End-to-end tests of the `transplant` binary: what an administrator types, what they see.
 
+mod common;
+use common::have;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -13,19 +16,6 @@ fn run(args: &[&str]) -> Output {
 
 fn demo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo/guest.qcow2")
-}
-
-fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("{tool} is required when CI is set");
-    }
-    ok
 }
 
 #[test]

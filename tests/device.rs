@@ -3,6 +3,9 @@
 //! device-mapper, an active swap area, or too small is refused before any write. Every
 //! loop device, mount and dm table a test makes is removed by a guard, even on failure.
 
+mod common;
+use common::have;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -12,19 +15,6 @@ fn bin() -> Command {
 
 fn demo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo/guest.qcow2")
-}
-
-fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("{tool} is required when CI is set");
-    }
-    ok
 }
 
 fn sh(cmd: &mut Command) -> Output {

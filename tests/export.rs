@@ -5,6 +5,9 @@
 //! by `qemu-img compare`, checked by `qemu-img check`, and the domain XML is validated by
 //! `virt-xml-validate` and defined by `virsh -c test:///default`.
 
+mod common;
+use common::have;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -14,19 +17,6 @@ fn bin() -> Command {
 
 fn run(args: &[&str], cwd: &Path) -> Output {
     bin().args(args).current_dir(cwd).output().unwrap()
-}
-
-fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("{tool} is required when CI is set");
-    }
-    ok
 }
 
 fn tools() -> bool {

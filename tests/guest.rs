@@ -1,6 +1,9 @@
 //! `ls` and `cat` end to end: the demo guest, and a two-partition guest whose fstab
 //! attaches /boot by UUID, read through qcow2.
 
+mod common;
+use common::have;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -13,19 +16,6 @@ fn run(args: &[&str]) -> Output {
 
 fn demo() -> String {
     format!("{}/fixtures/demo/guest.qcow2", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("{tool} is required when CI is set");
-    }
-    ok
 }
 
 #[test]

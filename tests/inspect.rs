@@ -2,6 +2,9 @@
 //! mkfs.ext4 -d from sample trees (a RHEL-7-like guest with ifcfg and GRUB 2, a Xen-era
 //! SLES-like guest with menu.lst and only a -xen kernel, a disk with two roots).
 
+mod common;
+use common::have;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -11,20 +14,6 @@ fn run(args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("{tool} is required when CI is set");
-    }
-    ok
 }
 
 fn tools() -> bool {

@@ -5,22 +5,12 @@
 //! `qemu-img check` must pass on qcow2 and VMDK outputs (no errors, no leaks), and
 //! `qemu-img info` must report the input's virtual size.
 
+mod common;
+use common::have;
+
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("{tool} is required when CI is set");
-    }
-    ok
-}
 
 fn run(cmd: &mut Command) -> String {
     let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));

@@ -2,6 +2,9 @@
 //! `convert --in-place` make them) is rolled back by the command, a second run changes
 //! nothing, and a torn undo file is refused with exit status 5 before anything is written.
 
+mod common;
+use common::have;
+
 use std::path::Path;
 use std::process::{Command, Output};
 use transplant_formats::undo::{commit_with_undo, default_undo_path};
@@ -13,19 +16,6 @@ fn undo_cmd(args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("{tool} is required when CI is set");
-    }
-    ok
 }
 
 fn commit(img: &Path) {

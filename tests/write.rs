@@ -3,23 +3,13 @@
 //! back what was written; formats that cannot be written in place and filesystems that are
 //! not safe to write are refused with exit status 5 and the image untouched.
 
+mod common;
+use common::have;
+
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("{tool} is required when CI is set");
-    }
-    ok
-}
 
 fn run_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_transplant"))

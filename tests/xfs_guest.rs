@@ -3,21 +3,11 @@
 //! attached as its fstab says. Filesystems are made by mkfs.xfs and filled on loop
 //! mounts; the VG by the lvm2 tools on a loop device. Needs root.
 
+mod common;
+use common::have;
+
 use std::path::Path;
 use std::process::{Command, Output};
-
-fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("{tool} is required when CI is set");
-    }
-    ok
-}
 
 fn sh(cmd: &mut Command) -> String {
     let out = cmd.env("LVM_SUPPRESS_FD_WARNINGS", "1").output().unwrap();
