@@ -540,6 +540,7 @@ fn open_ovf_file(path: &Path, opts: &ExportOptions) -> Result<Export> {
                     dev: Arc::new(RawFile::open(&file, false)?),
                     entry: e,
                     package: name.clone(),
+                    offset: 0,
                 }),
                 None => None,
             };
@@ -729,6 +730,7 @@ fn open_ova(path: &Path, opts: &ExportOptions) -> Result<Export> {
                     dev,
                     entry: e,
                     package: name.clone(),
+                    offset: m.data_offset,
                 });
                 (image, check)
             }
@@ -977,6 +979,7 @@ fn open_ova_gzip(path: &Path, opts: &ExportOptions) -> Result<Export> {
                         dev: Arc::new(RawFile::open(file, false)?),
                         entry: e,
                         package: name.clone(),
+                        offset: 0,
                     })
                 }
             }
