@@ -720,6 +720,14 @@ fn open_ova(path: &Path, opts: &ExportOptions) -> Result<Export> {
             )
         })?;
         let dev = range(m)?;
+        if let Some(want) = o.file_by_href(&href).and_then(|f| f.size) {
+            if want != m.size {
+                g.warnings.push(format!(
+                    "the descriptor gives '{href}' {want} bytes but the archive holds {}",
+                    m.size
+                ));
+            }
+        }
         let entry = checks.entry(&m.name);
         let compression = o.file_by_href(&href).and_then(|f| f.compression.clone());
         let display = PathBuf::from(format!("{name}:{}", m.name));
