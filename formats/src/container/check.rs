@@ -5,7 +5,7 @@
 //! threads, so hashing inside its reads is not possible for a digest that must see the
 //! bytes in order.
 
-use super::manifest::{check, Entry, Hasher};
+use super::manifest::{check_at, Entry, Hasher};
 use crate::blockdev::BlockDev;
 use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +22,8 @@ pub struct PendingCheck {
     pub entry: Entry,
     /// The package, for messages.
     pub package: String,
+    /// Where the file's bytes start in the package (0 for a file of its own).
+    pub offset: u64,
 }
 
 impl PendingCheck {
@@ -44,7 +46,7 @@ impl PendingCheck {
             h.update(b);
             pos += n as u64;
         }
-        check(&self.entry, &h.finish(), &self.package)?;
+        check_at(&self.entry, &h.finish(), &self.package, self.offset)?;
         Ok(len)
     }
 }

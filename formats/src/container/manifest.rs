@@ -167,13 +167,18 @@ impl Hasher {
 
 /// Compares a computed digest with the manifest's, as a Corrupt error naming both.
 pub fn check(entry: &Entry, got: &[u8], package: &str) -> Result<()> {
+    check_at(entry, got, package, 0)
+}
+
+/// `check` for a file stored at `offset` of the package (a member of an OVA).
+pub fn check_at(entry: &Entry, got: &[u8], package: &str, offset: u64) -> Result<()> {
     if got == entry.digest.as_slice() {
         return Ok(());
     }
     Err(Error::corrupt(
         package,
         "ovf manifest digest",
-        0,
+        offset,
         format!(
             "{}({}) is {} but the manifest says {}: the file was changed or damaged after export",
             entry.algorithm.name(),

@@ -540,6 +540,7 @@ fn open_ovf_file(path: &Path, opts: &ExportOptions) -> Result<Export> {
                     dev: Arc::new(RawFile::open(&file, false)?),
                     entry: e,
                     package: name.clone(),
+                    offset: 0,
                 }),
                 None => None,
             };
@@ -719,6 +720,14 @@ fn open_ova(path: &Path, opts: &ExportOptions) -> Result<Export> {
             )
         })?;
         let dev = range(m)?;
+        if let Some(want) = o.file_by_href(&href).and_then(|f| f.size) {
+            if want != m.size {
+                g.warnings.push(format!(
+                    "the descriptor gives '{href}' {want} bytes but the archive holds {}",
+                    m.size
+                ));
+            }
+        }
         let entry = checks.entry(&m.name);
         let compression = o.file_by_href(&href).and_then(|f| f.compression.clone());
         let display = PathBuf::from(format!("{name}:{}", m.name));
@@ -729,6 +738,7 @@ fn open_ova(path: &Path, opts: &ExportOptions) -> Result<Export> {
                     dev,
                     entry: e,
                     package: name.clone(),
+                    offset: m.data_offset,
                 });
                 (image, check)
             }
@@ -977,6 +987,7 @@ fn open_ova_gzip(path: &Path, opts: &ExportOptions) -> Result<Export> {
                         dev: Arc::new(RawFile::open(file, false)?),
                         entry: e,
                         package: name.clone(),
+                        offset: 0,
                     })
                 }
             }
