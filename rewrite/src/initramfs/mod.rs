@@ -24,6 +24,7 @@ pub mod kmod_index;
 pub mod modules_dep;
 pub mod newc;
 
+pub use self::Snapshot as InitramfsSnapshot;
 pub use compression::{detect_compression, Compression, EncodeOptions};
 pub use generator::{dracut_conf, patch_initramfs_tools_modules};
 pub use inject::{AddedModule, InjectReport};
@@ -284,10 +285,26 @@ impl Initramfs {
     /// Paths added, changed or removed against `before` (by the content each path ends
     /// up with in the unpacked rootfs).
     pub fn diff(&self, before: &Initramfs) -> Vec<MemberChange> {
-        let a = before.effective();
-        let b = self.effective();
+        self.diff_snapshot(&before.snapshot())
+    }
+
+    /// What [`Initramfs::diff`] needs of an image, without its contents: a rewrite keeps
+    /// this instead of a whole second copy of a 100 MiB unpacked archive.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot(
+            self.effective()
+                .into_iter()
+                .map(|(k, (mode, size, data))| (k, (mode, size, crc32c::crc32c(data))))
+                .collect(),
+        )
+    }
+
+    /// Paths added, changed or removed against a [`Snapshot`] taken before.
+    pub fn diff_snapshot(&self, before: &Snapshot) -> Vec<MemberChange> {
+        let a = &before.0;
+        let b = self.snapshot().0;
         let mut out = Vec::new();
-        for (name, old) in &a {
+        for (name, old) in a {
             match b.get(name) {
                 None => out.push(MemberChange {
                     name: name.clone(),
@@ -336,6 +353,10 @@ impl Initramfs {
         m
     }
 }
+
+/// Each path's mode, size and crc32c, as the unpacked rootfs would have them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot(BTreeMap<String, (u32, u64, u32)>);
 
 /// The data of member `i`, looking through its hard-link group.
 fn link_data(members: &[Member], i: usize) -> &[u8] {

@@ -111,7 +111,9 @@ pub fn plan(
             file: img.path.clone(),
             detail: e.to_string(),
         })?;
-        let mut after = before.clone();
+        let snapshot = before.snapshot();
+        let modules_before = before.module_names().len();
+        let mut after = before;
         let mut edits: Vec<Edit> = Vec::new();
         let mut warnings: Vec<Warning> = Vec::new();
         let path = img.path.clone();
@@ -153,7 +155,7 @@ pub fn plan(
             step.warnings.extend(warnings);
             continue;
         }
-        report.members = after.diff(&before);
+        report.members = after.diff_snapshot(&snapshot);
         let bytes = after.to_bytes().map_err(|e| V2vError::Initramfs {
             file: img.path.clone(),
             detail: e.to_string(),
@@ -162,7 +164,7 @@ pub fn plan(
             edits.push(Edit {
                 file: img.path.clone(),
                 line: None,
-                before: format!("{} modules", before.module_names().len()),
+                before: format!("{modules_before} modules"),
                 after: format!(
                     "{} modules (+{})",
                     after.module_names().len(),
@@ -175,6 +177,19 @@ pub fn plan(
                     ctx.target.name()
                 ),
             });
+        }
+        if let Some((file, names)) = &inj.early_load {
+            if !names.is_empty() {
+                edits.push(Edit {
+                    file: format!("{}:{file}", img.path),
+                    line: None,
+                    before: String::new(),
+                    after: names.join(" "),
+                    reason: "named for early load, so the root disk's drivers are loaded \
+                             before the initramfs looks for the root filesystem"
+                        .into(),
+                });
+            }
         }
         if opts.backup_initramfs {
             let backup = format!("{}.pre-transplant", img.path);
