@@ -374,3 +374,119 @@ fn replace_create_remove_in_every_shape() {
         );
     }
 }
+
+/// Many small files, every other one removed: a free space of single-block holes, in
+/// which a large file needs hundreds of extents (a block-map btree) and the free-space
+/// and reverse-mapping btrees grow and shrink by levels.
+#[test]
+fn fragmented_free_space() {
+    if !have("mkfs.xfs") || !have("xfs_repair") || !have("xfs_db") {
+        return;
+    }
+    for opts in [
+        // Two AGs: 150 holes in each take two-level bnobt and cntbt.
+        &["-b", "size=1024", "-m", "rmapbt=1", "-d", "agcount=2"][..],
+        &["-m", "crc=0", "-b", "size=1024"][..],
+    ] {
+        let dirs: Vec<Proto> = (0..30)
+            .map(|d| {
+                Proto::Dir(
+                    DIRS[d],
+                    (0..20)
+                        .map(|i| Proto::File(NAMES[i], bytes(i as u64, 1000)))
+                        .collect(),
+                )
+            })
+            .collect();
+        let mut entries = tree();
+        entries.push(Proto::Dir("frag", dirs));
+        // Small enough that the holes are a good part of the free space.
+        let img = Image::new(opts, 64, &entries);
+        // Fill what file data may take (found by trying), then free every other small
+        // file: the free space file data may use is then all single-block holes.
+        let fits = |blocks: u64| {
+            img.with(|fs| {
+                fs.create(
+                    b"/probe",
+                    NewNode::File(&vec![0; blocks as usize * 1024]),
+                    &SetAttrs::default(),
+                )
+                .is_ok()
+            })
+        };
+        let (mut lo, mut hi) = (0u64, 64 << 10);
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if fits(mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let filler = lo as usize * 1024;
+        img.step("fill the free space", |fs| {
+            fs.create(
+                b"/filler",
+                NewNode::File(&vec![0x5a; filler]),
+                &SetAttrs::default(),
+            )
+        });
+        img.step("remove every other small file", |fs| {
+            for d in DIRS.iter().take(30) {
+                for n in NAMES.iter().take(20).step_by(2) {
+                    fs.remove(format!("/frag/{d}/{n}").as_bytes())?;
+                }
+            }
+            Ok(())
+        });
+        if opts.contains(&"agcount=2") {
+            let agf = img.db(&["agf 0", "print bnolevel cntlevel rmaplevel"]);
+            assert!(!agf.contains("level = 1\n"), "{agf}");
+        }
+        let frag = bytes(11, 250 * 1024);
+        img.step("a file over the holes", |fs| {
+            fs.write_file(b"/etc/fstab", &frag)
+        });
+        let fmt = img.db(&["path /etc/fstab", "print core.format core.nextents"]);
+        assert!(fmt.contains("(btree)"), "{}: {fmt}", img.label);
+        img.with(|fs| assert_eq!(read_all(fs, b"/etc/fstab"), frag));
+        assert_eq!(img.cat("/etc/fstab"), frag);
+        // And back to a few extents: the btree blocks are freed.
+        img.step("shrink it back", |fs| fs.write_file(b"/etc/fstab", b"x\n"));
+        img.step("remove the filler", |fs| fs.remove(b"/filler"));
+        let fmt = img.db(&["path /etc/fstab", "print core.format"]);
+        assert!(fmt.contains("(extents)"), "{}: {fmt}", img.label);
+    }
+}
+
+const DIRS: [&str; 30] = [
+    "d00", "d01", "d02", "d03", "d04", "d05", "d06", "d07", "d08", "d09", "d10", "d11", "d12",
+    "d13", "d14", "d15", "d16", "d17", "d18", "d19", "d20", "d21", "d22", "d23", "d24", "d25",
+    "d26", "d27", "d28", "d29",
+];
+
+/// A file larger than the free space: a clear error, and nothing changed.
+#[test]
+fn out_of_space_changes_nothing() {
+    if !have("mkfs.xfs") || !have("xfs_repair") {
+        return;
+    }
+    let img = Image::new(&[], 64, &tree());
+    let before = std::fs::read(&img.path).unwrap();
+    let (ov, fs) = img.open_rw();
+    let huge = vec![1u8; 80 << 20];
+    let e = fs.write_file(b"/boot/initramfs.img", &huge).unwrap_err();
+    assert!(matches!(e, Error::NoSpace(_)), "{e}");
+    let e = fs
+        .create(b"/etc/huge", NewNode::File(&huge), &SetAttrs::default())
+        .unwrap_err();
+    assert!(matches!(e, Error::NoSpace(_)), "{e}");
+    // The filesystem still works after the failures.
+    fs.write_file(b"/etc/fstab", b"ok\n").unwrap();
+    assert_eq!(read_all(&fs, b"/boot/initramfs.img"), bytes(1, 3 << 20));
+    fs.sync().unwrap();
+    ov.commit().unwrap();
+    drop(fs);
+    img.repair("after out-of-space errors");
+    assert_ne!(std::fs::read(&img.path).unwrap(), before);
+}

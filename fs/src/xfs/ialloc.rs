@@ -104,7 +104,8 @@ impl InodeAg {
             .ok_or_else(|| vol.corrupt("AG number", 0, format!("{agno} out of range")))?;
         let agi_at = base + 2 * ss;
         let agi = vol.read(agi_at, ss as usize)?;
-        let c = |d: &str| vol.corrupt(&format!("AGI of AG {agno}"), agi_at, d);
+        let cs = |d: String| vol.corrupt(&format!("AGI of AG {agno}"), agi_at, d);
+        let c = |d: &str| cs(d.to_string());
         if be32(&agi, 0) != Some(AGI_MAGIC) || be32(&agi, 8) != Some(agno) {
             return Err(c("bad magic or sequence number"));
         }
@@ -123,10 +124,10 @@ impl InodeAg {
             .ok_or_else(|| c("inode btree record with a free count over 64"))?;
         let mut free = 0u64;
         for ch in &chunks {
-            if u32::from(ch.freecount) != (ch.free & !ch.holes()).count_ones()
-                || ch.startino % 64 != 0
-            {
-                return Err(c("inode btree record's free count disagrees with its mask"));
+            if u32::from(ch.freecount) != (ch.free & !ch.holes()).count_ones() {
+                return Err(cs(format!(
+                    "inode btree record {ch:?}: the free count disagrees with the mask"
+                )));
             }
             free += u64::from(ch.freecount);
         }

@@ -183,6 +183,36 @@ impl AgSpace {
         self.free_blocks().saturating_sub(reserve(sb))
     }
 
+    /// Free runs file data may use: the reserve is kept at the end of the largest run
+    /// (where [`AgSpace::commit`] tops the free list up from), so files fill the
+    /// holes before they eat into it.
+    fn data_runs(&self, sb: &Superblock) -> impl Iterator<Item = (u32, u32)> + '_ {
+        let big = self.largest();
+        let r = reserve(sb).min(u64::from(u32::MAX)) as u32;
+        self.free.iter().filter_map(move |(&s, &l)| {
+            let l = if big.is_some_and(|b| b.0 == s) {
+                l.saturating_sub(r)
+            } else {
+                l
+            };
+            (l > 0).then_some((s, l))
+        })
+    }
+
+    /// The smallest run file data may use holding `len` blocks (the lowest such).
+    pub fn best_fit_data(&self, sb: &Superblock, len: u32) -> Option<u32> {
+        self.data_runs(sb)
+            .filter(|&(_, l)| l >= len)
+            .min_by_key(|&(s, l)| (l, s))
+            .map(|(s, _)| s)
+    }
+
+    /// The largest run file data may use.
+    pub fn largest_data(&self, sb: &Superblock) -> Option<(u32, u32)> {
+        self.data_runs(sb)
+            .max_by_key(|&(s, l)| (l, std::cmp::Reverse(s)))
+    }
+
     /// The smallest free extent holding `len` blocks (the lowest such), as its start.
     pub fn best_fit(&self, len: u32) -> Option<u32> {
         self.free

@@ -181,7 +181,7 @@ impl<'a> Txn<'a> {
             total += usable;
             if let Ok(n32) = u32::try_from(n) {
                 if usable >= n {
-                    if let Some(s) = ag.best_fit(n32) {
+                    if let Some(s) = ag.best_fit_data(&sbc, n32) {
                         if ag.take(s, n32) {
                             let fsb = self.fsb(agno, s);
                             push_pieces(&mut out, fsb, n);
@@ -201,7 +201,7 @@ impl<'a> Txn<'a> {
                 let sbc = sb.clone();
                 let ag = self.ag(agno)?;
                 let usable = ag.usable(&sbc);
-                if let Some((s, l)) = ag.largest() {
+                if let Some((s, l)) = ag.largest_data(&sbc) {
                     let k = u64::from(l).min(usable);
                     if k > 0 && best.is_none_or(|b| k > b.2) {
                         best = Some((agno, s, k));
