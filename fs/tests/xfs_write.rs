@@ -490,3 +490,142 @@ fn out_of_space_changes_nothing() {
     img.repair("after out-of-space errors");
     assert_ne!(std::fs::read(&img.path).unwrap(), before);
 }
+
+/// A loop mount of its own device, unmounted and detached on drop.
+struct Mounted(PathBuf, String);
+
+impl Mounted {
+    fn new(img: &Path, mnt: &Path, ro: bool) -> Mounted {
+        std::fs::create_dir_all(mnt).unwrap();
+        let mut last = String::new();
+        for _ in 0..10 {
+            let mut c = Command::new("losetup");
+            if ro {
+                c.arg("-r");
+            }
+            let out = c.args(["-f", "--show"]).arg(img).output().unwrap();
+            let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() {
+                let m = Command::new("mount")
+                    .args(["-o", if ro { "ro" } else { "rw" }])
+                    .arg(&dev)
+                    .arg(mnt)
+                    .output()
+                    .unwrap();
+                if m.status.success() {
+                    return Mounted(mnt.to_path_buf(), dev);
+                }
+                last = String::from_utf8_lossy(&m.stderr).into_owned();
+                let _ = Command::new("losetup").args(["-d", &dev]).status();
+            } else {
+                last = String::from_utf8_lossy(&out.stderr).into_owned();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        panic!("cannot mount {}: {last}", img.display());
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = Command::new("losetup").args(["-d", &self.1]).status();
+    }
+}
+
+fn getfattr(path: &Path, name: &str) -> String {
+    let out = Command::new("getfattr")
+        .args(["-h", "--only-values", "-n", name])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// On a filesystem the kernel filled (SELinux labels, a reflinked copy): a replaced
+/// file keeps its label, shared blocks are refused, and the kernel reads the result.
+#[test]
+fn kernel_reads_what_was_written_and_labels_stay() {
+    let root = is_root();
+    if !root && std::env::var_os("CI").is_some() {
+        panic!("the XFS kernel test needs root (loop mounts) in CI");
+    }
+    if !root || !have("mkfs.xfs") || !have("xfs_repair") || !have("setfattr") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fs.img");
+    mkfs(&path, 128, &["-m", "reflink=1,rmapbt=1"], None);
+    let mnt = dir.path().join("mnt");
+    {
+        let _m = Mounted::new(&path, &mnt, false);
+        std::fs::create_dir(mnt.join("etc")).unwrap();
+        std::fs::write(mnt.join("etc/fstab"), b"/dev/sda2 / xfs defaults 0 0\n").unwrap();
+        let out = Command::new("setfattr")
+            .args(["-n", "security.selinux", "-v", "system_u:object_r:etc_t:s0"])
+            .arg(mnt.join("etc/fstab"))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        std::fs::write(mnt.join("data"), bytes(5, 1 << 20)).unwrap();
+        let out = Command::new("cp")
+            .arg("--reflink=always")
+            .arg(mnt.join("data"))
+            .arg(mnt.join("data.clone"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let img = Image {
+        _dir: dir,
+        path: path.clone(),
+        label: "kernel-filled v5 reflink+rmapbt".into(),
+    };
+    img.repair("as the kernel left it");
+    let initramfs = bytes(9, 60 << 20);
+    img.step("replace a labelled file and create files", |fs| {
+        fs.write_file(b"/etc/fstab", b"UUID=abc / xfs defaults 0 0\n")?;
+        fs.create(
+            b"/initramfs.img",
+            NewNode::File(&initramfs),
+            &SetAttrs::default(),
+        )?;
+        fs.create(b"/etc/dracut.conf.d", NewNode::Dir, &SetAttrs::default())?;
+        fs.create(
+            b"/etc/dracut.conf.d/50-transplant.conf",
+            NewNode::File(b"add_drivers+=\" virtio_blk \"\n"),
+            &SetAttrs::default(),
+        )
+    });
+    img.with(|fs| {
+        let e = fs.write_file(b"/data.clone", b"x").unwrap_err();
+        assert!(matches!(e, Error::Refused { .. }), "{e}");
+        assert_eq!(
+            fs.get_xattr(b"/etc/fstab", b"security.selinux").unwrap(),
+            Some(b"system_u:object_r:etc_t:s0".to_vec())
+        );
+    });
+    let mnt = img.path.with_extension("mnt");
+    let _m = Mounted::new(&img.path, &mnt, true);
+    assert_eq!(
+        std::fs::read(mnt.join("etc/fstab")).unwrap(),
+        b"UUID=abc / xfs defaults 0 0\n"
+    );
+    assert_eq!(
+        getfattr(&mnt.join("etc/fstab"), "security.selinux").trim_end_matches('\0'),
+        "system_u:object_r:etc_t:s0"
+    );
+    assert!(std::fs::read(mnt.join("initramfs.img")).unwrap() == initramfs);
+    assert_eq!(
+        std::fs::read(mnt.join("etc/dracut.conf.d/50-transplant.conf")).unwrap(),
+        b"add_drivers+=\" virtio_blk \"\n"
+    );
+    assert_eq!(
+        std::fs::read(mnt.join("data.clone")).unwrap(),
+        bytes(5, 1 << 20)
+    );
+}
