@@ -25,15 +25,6 @@ def sh(*a, **kw):
     subprocess.run(a, check=True, env=ENV, **kw)
 
 
-def kernel_replace(work, mnt, data):
-    sh("mount", "-o", "loop", work, mnt)
-    try:
-        shutil.copyfile(data, os.path.join(mnt, "initramfs.img"))
-        sh("sync")
-    finally:
-        sh("umount", mnt)
-
-
 def check(work, mnt, data):
     out = subprocess.run(["xfs_repair", "-n", "-f", work], capture_output=True, text=True)
     if out.returncode != 0 or "would" in out.stdout or "counted" in out.stdout:
@@ -74,9 +65,8 @@ def main():
         for _ in range(3):
             shutil.copyfile(base, work)
             sh("sync")
-            t, _ = measure([sys.executable, "-c",
-                            "import sys; sys.path.insert(0, %r); import xfs_write as x; "
-                            "x.kernel_replace(%r, %r, %r)" % (os.path.dirname(__file__), work, mnt, data)])
+            t, _ = measure(["sh", "-c", 'mount -o loop "$1" "$2" && cp "$3" "$2/initramfs.img" '
+                            '&& sync && umount "$2"', "sh", work, mnt, data])
             best_k = t if best_k is None else min(best_k, t)
         check(work, mnt, data)
         for _ in range(3):
