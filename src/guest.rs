@@ -100,6 +100,14 @@ fn open_fs(
             }
         }
     }
+    if kind == "xfs" {
+        if let Some(refused) = writable.as_mut() {
+            match XfsFs::open_rw(dev.clone()) {
+                Ok(fs) => return Some(Arc::new(fs)),
+                Err(e) => refused.push((name.to_string(), e)),
+            }
+        }
+    }
     let opened: transplant_fs::Result<Arc<dyn Filesystem>> = match kind {
         "ext2" | "ext3" | "ext4" => Ext4Fs::open(dev.clone(), kind).map(|f| Arc::new(f) as _),
         "xfs" => XfsFs::open(dev.clone()).map(|f| Arc::new(f) as _),
@@ -129,7 +137,7 @@ pub fn volumes_of(opened: Vec<(String, Arc<dyn BlockDev>)>) -> Result<Volumes> {
     volumes_on(opened, false)
 }
 
-/// Lists the volumes of opened disks; with `writable`, ext2/3/4 filesystems are opened for
+/// Lists the volumes of opened disks; with `writable`, ext2/3/4 and XFS filesystems are opened for
 /// writing where that is safe, and `Volumes::refused` says why where it is not.
 pub fn volumes_on(opened: Vec<(String, Arc<dyn BlockDev>)>, writable: bool) -> Result<Volumes> {
     let mut rw: Option<Vec<(String, transplant_fs::Error)>> = writable.then(Vec::new);

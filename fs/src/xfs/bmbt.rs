@@ -32,7 +32,7 @@ impl Extent {
     }
 }
 
-fn decode(rec: &[u8]) -> Option<Extent> {
+pub(crate) fn decode(rec: &[u8]) -> Option<Extent> {
     let l0 = be64(rec, 0)?;
     let l1 = be64(rec, 8)?;
     Some(Extent {
@@ -56,6 +56,8 @@ struct Builder<'a> {
     limit: u64,
     out: Vec<Extent>,
     nodes: u64,
+    /// Every btree block walked (the blocks a rewrite of the fork frees).
+    node_blocks: Vec<u64>,
     what: &'static str,
     offset: u64,
 }
@@ -116,6 +118,7 @@ impl Builder<'_> {
         }
         let sb = &self.vol.sb;
         let b = self.vol.read_fsb(block, 1, self.what)?;
+        self.node_blocks.push(block);
         let at = sb.fsb_offset(block).unwrap_or(0);
         let c = |d: &str| self.vol.corrupt("block map btree block", at, d);
         let (magic, hdr) = if sb.crc {
@@ -167,11 +170,20 @@ impl Builder<'_> {
 
 /// The block map of one fork of `ino`, sorted by file block. Local forks have none.
 pub(crate) fn extents(vol: &Volume, ino: &Inode, fork: Fork) -> Result<Vec<Extent>> {
+    Ok(extents_and_nodes(vol, ino, fork)?.0)
+}
+
+/// The block map of a fork and the blocks of its btree (none unless in btree format).
+pub(crate) fn extents_and_nodes(
+    vol: &Volume,
+    ino: &Inode,
+    fork: Fork,
+) -> Result<(Vec<Extent>, Vec<u64>)> {
     let (bytes, format, count, what) = match fork {
         Fork::Data => (&ino.data_fork[..], ino.format, ino.nextents, "data fork"),
         Fork::Attr => match &ino.attr_fork {
             Some(a) => (&a[..], ino.aformat, ino.anextents, "attribute fork"),
-            None => return Ok(Vec::new()),
+            None => return Ok((Vec::new(), Vec::new())),
         },
     };
     let mut b = Builder {
@@ -180,6 +192,7 @@ pub(crate) fn extents(vol: &Volume, ino: &Inode, fork: Fork) -> Result<Vec<Exten
         limit: count.min(MAX_EXTENTS),
         out: Vec::with_capacity(count.min(1024) as usize),
         nodes: 0,
+        node_blocks: Vec::new(),
         what,
         offset: ino.offset,
     };
@@ -209,7 +222,7 @@ pub(crate) fn extents(vol: &Volume, ino: &Inode, fork: Fork) -> Result<Vec<Exten
         }
         other => return Err(c(format!("format {other} where a block map belongs"))),
     }
-    Ok(b.out)
+    Ok((b.out, b.node_blocks))
 }
 
 /// Index of the first extent ending after file block `fblock`.

@@ -44,6 +44,39 @@ pub(crate) fn crc_ok(buf: &[u8], at: usize) -> bool {
     crc32c::crc32c_append(crc, tail) == u32::from_le_bytes(stored)
 }
 
+/// Stores big-endian fields; writers only call these on buffers they sized themselves,
+/// so an offset out of range is a bug of ours, and is ignored rather than panicking.
+pub(crate) fn put16(b: &mut [u8], o: usize, v: u16) {
+    if let Some(d) = b.get_mut(o..o.saturating_add(2)) {
+        d.copy_from_slice(&v.to_be_bytes());
+    }
+}
+
+pub(crate) fn put32(b: &mut [u8], o: usize, v: u32) {
+    if let Some(d) = b.get_mut(o..o.saturating_add(4)) {
+        d.copy_from_slice(&v.to_be_bytes());
+    }
+}
+
+pub(crate) fn put64(b: &mut [u8], o: usize, v: u64) {
+    if let Some(d) = b.get_mut(o..o.saturating_add(8)) {
+        d.copy_from_slice(&v.to_be_bytes());
+    }
+}
+
+/// Stamps the CRC32C of `buf` into its 4-byte field at `at` (little-endian, computed
+/// with the field zeroed), the inverse of [`crc_ok`].
+pub(crate) fn set_crc(buf: &mut [u8], at: usize) {
+    let Some(field) = buf.get_mut(at..at.saturating_add(4)) else {
+        return;
+    };
+    field.fill(0);
+    let c = crc32c::crc32c(buf);
+    if let Some(field) = buf.get_mut(at..at + 4) {
+        field.copy_from_slice(&c.to_le_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +99,7 @@ mod tests {
         b[20] ^= 1;
         assert!(!crc_ok(&b, 8));
         assert!(!crc_ok(&b, 62));
+        set_crc(&mut b, 8);
+        assert!(crc_ok(&b, 8));
     }
 }

@@ -20,19 +20,28 @@
 
 mod attr;
 mod bmbt;
+mod bmbt_write;
 mod bytes;
+mod dinode;
 mod dir2_data;
 mod dir2_sf;
+mod dir_write;
+mod ialloc;
 mod inode;
 mod log;
+mod rmap;
+mod sbtree;
+mod space;
 mod superblock;
 mod symlink;
+mod txn;
 mod volume;
+mod write;
 
 pub use log::LogState;
 
 use crate::error::{Error, Result};
-use crate::{show, DirEntry, FileKind, Filesystem, FsInfo, Metadata};
+use crate::{show, DirEntry, FileKind, Filesystem, FsInfo, Metadata, NewNode, SetAttrs};
 use bmbt::{Extent, Fork};
 use dir2_sf::RawEntry;
 use inode::{Inode, FMT_BTREE, FMT_EXTENTS, FMT_LOCAL};
@@ -75,6 +84,8 @@ pub struct XfsFs {
     info: FsInfo,
     log: LogState,
     cache: Mutex<Cache>,
+    /// Set when opened for writing: the allocation state of the AGs changed so far.
+    rw: Option<Mutex<txn::State>>,
 }
 
 fn uuid_string(u: &[u8; 16]) -> String {
@@ -174,7 +185,19 @@ impl XfsFs {
             info,
             log,
             cache: Mutex::new(Cache::default()),
+            rw: None,
         })
+    }
+
+    /// Opens for writing (normally over an `Overlay`), refusing what is not safe to
+    /// change: a log that needs recovery or lives on another device, quota accounting,
+    /// parent pointers, case-insensitive names, unknown feature bits. The AGs' free
+    /// space and inode btrees are read (and checked) when a change first touches them.
+    pub fn open_rw(dev: Arc<dyn BlockDev>) -> Result<XfsFs> {
+        let mut fs = XfsFs::open(dev)?;
+        write::check_features(&fs)?;
+        fs.rw = Some(Mutex::new(txn::State::default()));
+        Ok(fs)
     }
 
     /// What the log check found at open.
@@ -424,6 +447,37 @@ impl Filesystem for XfsFs {
             return Err(Error::NotASymlink(show(path)));
         }
         symlink::target(&self.vol, &i)
+    }
+
+    fn writable(&self) -> bool {
+        self.rw.is_some()
+    }
+
+    fn write_file(&self, path: &[u8], data: &[u8]) -> Result<()> {
+        self.do_write_file(path, data)
+    }
+
+    fn create(&self, path: &[u8], node: NewNode<'_>, attrs: &SetAttrs) -> Result<()> {
+        self.do_create(path, node, attrs)
+    }
+
+    fn remove(&self, path: &[u8]) -> Result<()> {
+        self.do_remove(path)
+    }
+
+    fn rename(&self, from: &[u8], to: &[u8]) -> Result<()> {
+        self.do_rename(from, to)
+    }
+
+    fn set_attrs(&self, path: &[u8], attrs: &SetAttrs) -> Result<()> {
+        self.do_set_attrs(path, attrs)
+    }
+
+    fn sync(&self) -> Result<()> {
+        if self.rw.is_some() {
+            self.vol.dev.flush()?;
+        }
+        Ok(())
     }
 
     fn get_xattr(&self, path: &[u8], name: &[u8]) -> Result<Option<Vec<u8>>> {

@@ -61,6 +61,13 @@ pub(crate) struct Superblock {
     pub ftype: bool,
     pub crc: bool,
     pub nrext64: bool,
+    pub sectsize: u16,
+    pub versionnum: u16,
+    pub features2: u32,
+    pub ro_compat: u32,
+    pub incompat: u32,
+    pub log_incompat: u32,
+    pub qflags: u16,
 }
 
 fn pow2_log(v: u64) -> Option<u8> {
@@ -221,6 +228,13 @@ impl Superblock {
             ftype,
             crc,
             nrext64,
+            sectsize,
+            versionnum,
+            features2,
+            ro_compat: if crc { f32(212)? } else { 0 },
+            incompat: if crc { f32(216)? } else { 0 },
+            log_incompat: if crc { f32(220)? } else { 0 },
+            qflags: f16(176)?,
         };
         if sb.ino_offset(sb.rootino).is_none() {
             return Err(c(&format!("root inode {} out of range", sb.rootino)));

@@ -1,0 +1,458 @@
+//! One change to the filesystem, built in memory and written at the end: the AGs it
+//! touches (cloned from the writer's state, so a failure anywhere drops the clones and
+//! nothing was written), the inodes it changes, new metadata blocks and file data.
+//! [`Txn::commit`] lays out the changed trees, adjusts the superblock counters by what
+//! the AGs gained or lost, and only then writes: file data first, then metadata.
+
+use super::bmbt::{self, Extent, Fork};
+use super::bmbt_write::{self, MAX_EXTLEN};
+use super::bytes::{be64, put64, set_crc};
+use super::dinode::RawInode;
+use super::ialloc::{Blocks, InodeAg};
+use super::inode::{Inode, FMT_BTREE, FMT_EXTENTS};
+use super::rmap::{F_ATTR, F_BMBT, F_UNWRITTEN, OWN_INOBT};
+use super::space::AgSpace;
+use super::volume::Volume;
+use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+
+/// What the writer keeps between changes: the AGs it has loaded, as last written.
+#[derive(Default)]
+pub(crate) struct State {
+    pub ags: BTreeMap<u32, AgSpace>,
+    pub iags: BTreeMap<u32, InodeAg>,
+}
+
+pub(crate) struct Txn<'a> {
+    vol: &'a Volume,
+    state: &'a mut State,
+    ags: BTreeMap<u32, AgSpace>,
+    /// Each touched AG's share of the superblock free count before the change.
+    sb_free_before: BTreeMap<u32, i64>,
+    iags: BTreeMap<u32, InodeAg>,
+    pub inodes: BTreeMap<u64, RawInode>,
+    meta: Vec<(u64, Vec<u8>)>,
+    data: Vec<(u64, &'a [u8])>,
+    ifree_delta: i64,
+}
+
+impl<'a> Txn<'a> {
+    pub fn new(vol: &'a Volume, state: &'a mut State) -> Txn<'a> {
+        Txn {
+            vol,
+            state,
+            ags: BTreeMap::new(),
+            sb_free_before: BTreeMap::new(),
+            iags: BTreeMap::new(),
+            inodes: BTreeMap::new(),
+            meta: Vec::new(),
+            data: Vec::new(),
+            ifree_delta: 0,
+        }
+    }
+
+    fn no_space(&self, what: &str) -> Error {
+        Error::NoSpace(format!("{}: {what}", self.vol.name()))
+    }
+
+    pub fn ag(&mut self, agno: u32) -> Result<&mut AgSpace> {
+        if !self.ags.contains_key(&agno) {
+            let a = match self.state.ags.get(&agno) {
+                Some(a) => a.clone(),
+                None => AgSpace::load(self.vol, agno)?,
+            };
+            self.sb_free_before.insert(agno, a.sb_free());
+            self.ags.insert(agno, a);
+        }
+        self.ags
+            .get_mut(&agno)
+            .ok_or_else(|| self.vol.corrupt("AG", 0, "vanished"))
+    }
+
+    fn iag(&mut self, agno: u32) -> Result<&mut InodeAg> {
+        if !self.iags.contains_key(&agno) {
+            let a = match self.state.iags.get(&agno) {
+                Some(a) => a.clone(),
+                None => InodeAg::load(self.vol, agno)?,
+            };
+            self.iags.insert(agno, a);
+        }
+        self.iags
+            .get_mut(&agno)
+            .ok_or_else(|| self.vol.corrupt("AGI", 0, "vanished"))
+    }
+
+    fn split(&self, fsb: u64) -> (u32, u32) {
+        let l = self.vol.sb.agblklog;
+        ((fsb >> l) as u32, (fsb & ((1 << l) - 1)) as u32)
+    }
+
+    fn fsb(&self, agno: u32, agbno: u32) -> u64 {
+        u64::from(agno) << self.vol.sb.agblklog | u64::from(agbno)
+    }
+
+    pub fn ag_of_ino(&self, ino: u64) -> u32 {
+        let bits = u32::from(self.vol.sb.agblklog) + u32::from(self.vol.sb.inopblog);
+        (ino >> bits) as u32
+    }
+
+    /// AG numbers, `first` first.
+    fn order(&self, first: u32) -> Vec<u32> {
+        let n = self.vol.sb.agcount;
+        (0..n).map(|i| (first % n + i) % n).collect()
+    }
+
+    /// Frees `len` blocks from `fsb` owned by `owner` at `offset` (with rmap flags).
+    pub fn free(&mut self, fsb: u64, len: u64, owner: u64, offset: u64) -> Result<()> {
+        let (agno, agbno) = self.split(fsb);
+        let len32 = u32::try_from(len).unwrap_or(u32::MAX);
+        let vol = self.vol;
+        let at = vol.sb.fsb_offset(fsb).unwrap_or(0);
+        let ag = self.ag(agno)?;
+        if ag.is_shared(agbno, len32) {
+            return Err(Error::Refused {
+                dev: vol.name().to_string(),
+                reason: format!(
+                    "inode {owner} shares blocks with another file (reflink); replacing shared \
+                     data is not supported: unshare the file in the guest first (cp --reflink=never)"
+                ),
+            });
+        }
+        if !ag.give(agbno, len32) {
+            return Err(vol.corrupt(
+                &format!("extent of inode {owner}"),
+                at,
+                format!("{len} blocks at AG {agno} block {agbno} are free already or past the AG"),
+            ));
+        }
+        if let Some(m) = ag.rmap.as_mut() {
+            if !m.remove(agbno, len32, owner, offset) {
+                return Err(vol.corrupt(
+                    &format!("reverse mapping btree of AG {agno}"),
+                    at,
+                    format!("no record of inode {owner} owning {len} blocks at block {agbno}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees every block of one fork of `ino` (its extents and btree blocks); returns
+    /// how many.
+    pub fn free_fork(&mut self, ino: &Inode, fork: Fork) -> Result<u64> {
+        let format = match fork {
+            Fork::Data => ino.format,
+            Fork::Attr if ino.attr_fork.is_some() => ino.aformat,
+            Fork::Attr => return Ok(0),
+        };
+        if format != FMT_EXTENTS && format != FMT_BTREE {
+            return Ok(0);
+        }
+        let flag = if fork == Fork::Attr { F_ATTR } else { 0 };
+        let (exts, nodes) = bmbt::extents_and_nodes(self.vol, ino, fork)?;
+        let mut n = 0u64;
+        for e in &exts {
+            let unw = if e.unwritten { F_UNWRITTEN } else { 0 };
+            self.free(e.block, e.len, ino.ino, e.off | flag | unw)?;
+            n += e.len;
+        }
+        for &b in &nodes {
+            self.free(b, 1, ino.ino, flag | F_BMBT)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Allocates `n` blocks for file data, in as few extents as it can: one extent
+    /// where one AG has a free run that long (trying AG `prefer` first), else the
+    /// largest free runs first. Pieces are at most one extent record long.
+    pub fn alloc_data(&mut self, n: u64, prefer: u32) -> Result<Vec<(u64, u64)>> {
+        let mut out = Vec::new();
+        if n == 0 {
+            return Ok(out);
+        }
+        let sb = &self.vol.sb;
+        let order = self.order(prefer);
+        let mut total = 0u64;
+        for &agno in &order {
+            let sbc = sb.clone();
+            let ag = self.ag(agno)?;
+            let usable = ag.usable(&sbc);
+            total += usable;
+            if let Ok(n32) = u32::try_from(n) {
+                if usable >= n {
+                    if let Some(s) = ag.best_fit_data(&sbc, n32) {
+                        if ag.take(s, n32) {
+                            let fsb = self.fsb(agno, s);
+                            push_pieces(&mut out, fsb, n);
+                            return Ok(out);
+                        }
+                    }
+                }
+            }
+        }
+        if total < n {
+            return Err(self.no_space(&format!("{n} blocks wanted, {total} free for file data")));
+        }
+        let mut left = n;
+        while left > 0 {
+            let mut best: Option<(u32, u32, u64)> = None;
+            for &agno in &order {
+                let sbc = sb.clone();
+                let ag = self.ag(agno)?;
+                let usable = ag.usable(&sbc);
+                if let Some((s, l)) = ag.largest_data(&sbc) {
+                    let k = u64::from(l).min(usable);
+                    if k > 0 && best.is_none_or(|b| k > b.2) {
+                        best = Some((agno, s, k));
+                    }
+                }
+            }
+            let Some((agno, s, k)) = best else {
+                return Err(self.no_space("free space ran out"));
+            };
+            let k = k.min(left);
+            let ag = self.ag(agno)?;
+            if !ag.take(s, k as u32) {
+                return Err(self.no_space("free space ran out"));
+            }
+            let fsb = self.fsb(agno, s);
+            push_pieces(&mut out, fsb, k);
+            left -= k;
+        }
+        Ok(out)
+    }
+
+    /// Allocates `n` contiguous blocks of metadata owned by `owner` at `offset` (rmap
+    /// flags included), in AG `prefer` if it can.
+    pub fn alloc_meta(&mut self, n: u32, prefer: u32, owner: u64, offset: u64) -> Result<u64> {
+        for agno in self.order(prefer) {
+            let ag = self.ag(agno)?;
+            if ag.free_blocks() < u64::from(n) + 8 {
+                continue;
+            }
+            if let Some(s) = ag.best_fit(n) {
+                if ag.take(s, n) {
+                    if let Some(m) = ag.rmap.as_mut() {
+                        m.add(s, n, owner, offset);
+                    }
+                    return Ok(self.fsb(agno, s));
+                }
+            }
+        }
+        Err(self.no_space(&format!("no run of {n} free blocks for metadata")))
+    }
+
+    /// Replaces the data of regular file `raw` (parsed as `old`, or new and empty) with
+    /// `data`: frees its blocks, allocates new ones, writes the block map and the size.
+    pub fn set_file_data(
+        &mut self,
+        raw: &mut RawInode,
+        old: Option<&Inode>,
+        data: &'a [u8],
+    ) -> Result<()> {
+        let vol = self.vol;
+        let sb = &vol.sb;
+        let ino = raw.ino;
+        let freed = match old {
+            Some(i) => self.free_fork(i, Fork::Data)?,
+            None => 0,
+        };
+        let kept = raw.nblocks().checked_sub(freed).ok_or_else(|| {
+            vol.corrupt(
+                &format!("inode {ino}"),
+                raw.offset,
+                "counts fewer blocks than its block map holds",
+            )
+        })?;
+        let bs = u64::from(sb.blocksize);
+        let nfsb = (data.len() as u64).div_ceil(bs);
+        let prefer = self.ag_of_ino(ino);
+        let pieces = self.alloc_data(nfsb, prefer)?;
+        let mut recs = Vec::with_capacity(pieces.len());
+        let mut off = 0u64;
+        for &(fsb, len) in &pieces {
+            let (agno, agbno) = self.split(fsb);
+            if let Some(m) = self.ag(agno)?.rmap.as_mut() {
+                m.add(agbno, len as u32, ino, off);
+            }
+            recs.push(Extent {
+                off,
+                block: fsb,
+                len,
+                unwritten: false,
+            });
+            let at = sb
+                .fsb_offset(fsb)
+                .ok_or_else(|| vol.corrupt("new extent", 0, "outside the filesystem"))?;
+            let lo = (off * bs) as usize;
+            let hi = (((off + len) * bs) as usize).min(data.len());
+            let full = lo + (hi - lo) / bs as usize * bs as usize;
+            if full > lo {
+                self.data.push((at, &data[lo..full]));
+            }
+            if hi > full {
+                let mut tail = vec![0u8; bs as usize];
+                tail[..hi - full].copy_from_slice(&data[full..hi]);
+                self.meta.push((at + (full - lo) as u64, tail));
+            }
+            off += len;
+        }
+        let dsize = raw.dfork_size();
+        let nb = bmbt_write::blocks_needed(sb, recs.len(), dsize);
+        let mut tree = Vec::with_capacity(nb);
+        for _ in 0..nb {
+            tree.push(self.alloc_meta(1, prefer, ino, F_BMBT)?);
+        }
+        let (fork, blocks) = bmbt_write::build(sb, ino, &recs, &tree, dsize)
+            .ok_or_else(|| vol.unsupported("an XFS block map of this shape"))?;
+        let format = if nb == 0 { FMT_EXTENTS } else { FMT_BTREE };
+        if !raw.set_data_fork(format, &fork, recs.len() as u64) {
+            return Err(
+                vol.unsupported(format!("{} extents in inode {ino}'s data fork", recs.len()))
+            );
+        }
+        for (fsb, b) in blocks {
+            let at = sb.fsb_offset(fsb).unwrap_or(0);
+            self.meta.push((at, b));
+        }
+        raw.set_size(data.len() as u64);
+        raw.set_nblocks(kept + nfsb + nb as u64);
+        raw.clear_reflink();
+        Ok(())
+    }
+
+    /// Takes a free inode from an existing chunk, from AG `prefer` if it has one.
+    pub fn alloc_inode(&mut self, prefer: u32) -> Result<u64> {
+        let sb = self.vol.sb.clone();
+        for agno in self.order(prefer) {
+            let iag = self.iag(agno)?;
+            if iag.free_count() > 0 {
+                if let Some(ino) = iag.alloc(&sb) {
+                    self.ifree_delta -= 1;
+                    return Ok(ino);
+                }
+            }
+        }
+        Err(self.vol.unsupported(
+            "a new XFS inode chunk (every existing chunk is full; allocating chunks is not implemented)",
+        ))
+    }
+
+    pub fn free_inode(&mut self, ino: u64) -> Result<()> {
+        let agno = self.ag_of_ino(ino);
+        let bits = u32::from(self.vol.sb.agblklog) + u32::from(self.vol.sb.inopblog);
+        let agino = (ino & ((1u64 << bits) - 1)) as u32;
+        let vol = self.vol;
+        if !self.iag(agno)?.free(agino) {
+            return Err(vol.corrupt(
+                &format!("inode btree of AG {agno}"),
+                0,
+                format!("inode {ino} is not recorded as in use"),
+            ));
+        }
+        self.ifree_delta += 1;
+        Ok(())
+    }
+
+    pub fn write_meta(&mut self, at: u64, b: Vec<u8>) {
+        self.meta.push((at, b));
+    }
+
+    /// Lays out what changed, fixes the counters and writes everything.
+    pub fn commit(mut self) -> Result<()> {
+        let vol = self.vol;
+        let sb = &vol.sb;
+        let nospace = |agno: u32| {
+            Error::NoSpace(format!(
+                "{}: AG {agno} has no room left for its own btrees",
+                vol.name()
+            ))
+        };
+        // The finobt takes or gives blocks first, since that changes free space.
+        let dirty: Vec<u32> = self
+            .iags
+            .iter()
+            .filter(|(_, a)| a.is_dirty())
+            .map(|(&n, _)| n)
+            .collect();
+        for agno in dirty {
+            let mut extra = Vec::new();
+            for _ in 0..8 {
+                let blocks = self.iag(agno)?.blocks(sb, &extra);
+                extra.clear();
+                match blocks {
+                    Blocks::Enough => break,
+                    Blocks::Need(n) => {
+                        let ag = self.ag(agno)?;
+                        for _ in 0..n {
+                            let s = ag.best_fit(1).ok_or_else(|| nospace(agno))?;
+                            ag.take(s, 1);
+                            if let Some(m) = ag.rmap.as_mut() {
+                                m.add(s, 1, OWN_INOBT, 0);
+                            }
+                            extra.push(s);
+                        }
+                    }
+                    Blocks::Spare(v) => {
+                        let ag = self.ag(agno)?;
+                        for b in v {
+                            ag.give(b, 1);
+                            if let Some(m) = ag.rmap.as_mut() {
+                                m.remove(b, 1, OWN_INOBT, 0);
+                            }
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        let mut writes: Vec<(u64, Vec<u8>)> = Vec::new();
+        for (&agno, a) in self.iags.iter_mut().filter(|(_, a)| a.is_dirty()) {
+            writes.extend(a.commit(sb).ok_or_else(|| nospace(agno))?);
+        }
+        let mut fd_delta = 0i64;
+        for (&agno, a) in self.ags.iter_mut() {
+            if !a.is_dirty() {
+                continue;
+            }
+            writes.extend(a.commit(sb).ok_or_else(|| nospace(agno))?);
+            fd_delta += a.sb_free() - self.sb_free_before.get(&agno).copied().unwrap_or(0);
+        }
+        for raw in self.inodes.values_mut() {
+            raw.finish();
+            writes.push((raw.offset, raw.b.clone()));
+        }
+        if fd_delta != 0 || self.ifree_delta != 0 {
+            let mut s = vol.read(0, usize::from(sb.sectsize))?;
+            let add = |s: &mut Vec<u8>, o: usize, d: i64| {
+                let v = be64(s, o).unwrap_or(0).wrapping_add_signed(d);
+                put64(s, o, v);
+            };
+            add(&mut s, 136, self.ifree_delta);
+            add(&mut s, 144, fd_delta);
+            if sb.crc {
+                set_crc(&mut s, 224);
+            }
+            writes.push((0, s));
+        }
+        for (at, d) in &self.data {
+            vol.dev.write_at(d, *at)?;
+        }
+        for (at, d) in self.meta.iter().chain(writes.iter()) {
+            vol.dev.write_at(d, *at)?;
+        }
+        self.state.ags.append(&mut self.ags);
+        self.state.iags.append(&mut self.iags);
+        Ok(())
+    }
+}
+
+fn push_pieces(out: &mut Vec<(u64, u64)>, fsb: u64, n: u64) {
+    let mut done = 0;
+    while done < n {
+        let k = (n - done).min(MAX_EXTLEN);
+        out.push((fsb + done, k));
+        done += k;
+    }
+}
