@@ -123,6 +123,9 @@ impl ConvertArgs {
     pub fn backing_path(&self) -> Option<&std::path::Path> {
         self.backing.as_deref()
     }
+    pub fn quiet(&self) -> bool {
+        self.quiet
+    }
     /// OUTPUT, which every mode but `--in-place`/`--dry-run` needs (checked in `run`).
     fn out(&self) -> &std::path::Path {
         self.output.as_deref().unwrap_or(std::path::Path::new(""))

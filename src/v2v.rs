@@ -347,7 +347,9 @@ pub fn run(a: &ConvertArgs, t: TargetArg, open: &OpenOptions) -> Result<()> {
     if v.dry_run {
         let stdout = std::io::stdout();
         print_dry_run(&mut stdout.lock(), &tree, &conv)?;
-        summary(&conv);
+        if !a.quiet() {
+            summary(&conv);
+        }
         report.seconds = start.elapsed().as_secs_f64();
         if let Some(p) = &v.report {
             write_report(p, &report)?;
@@ -394,7 +396,9 @@ pub fn run(a: &ConvertArgs, t: TargetArg, open: &OpenOptions) -> Result<()> {
         "converted-with-warnings".into()
     };
     report.seconds = start.elapsed().as_secs_f64();
-    summary(&conv);
+    if !a.quiet() {
+        summary(&conv);
+    }
     if let Some(p) = &v.report {
         write_report(p, &report)?;
     }
