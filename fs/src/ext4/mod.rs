@@ -1,18 +1,29 @@
-//! ext2, ext3 and ext4, read through the `ext4-view` crate.
+//! ext2, ext3 and ext4. Read-only opens read through the `ext4-view` crate where it can,
+//! and through this crate's own engine (the modules below) where it cannot; opens for
+//! writing go through the engine alone.
 //!
-//! Chosen because it reads extents and block maps, htree directories, 64bit,
-//! metadata_csum and replays the journal in memory when it needs recovery, and was
-//! byte-identical on 10,110 entries in a trial (see CRATES.md). What it lacks: inline_data
-//! and casefold directories (refused as unsupported, with the feature named), holes in
-//! ext2/3 indirect block maps (reading past one is a "corrupt" error, never wrong bytes;
-//! sparse files on ext2/3 guests are rare outside /var/log/lastlog), and
-//! thread-safety — its `Ext4` is `Rc`-based. So each thread that touches a filesystem
-//! loads its own instance (superblock, group descriptors, journal) on first use and keeps
-//! it in a thread-local map: FUSE threads then read in parallel without a shared lock.
+//! ext4-view is the default reader because it replays a journal that needs recovery in
+//! memory (the engine does not, and refuses such a filesystem), and because it reads in
+//! parallel: its `Ext4` is `Rc`-based, so each thread that touches a filesystem loads its
+//! own instance (superblock, group descriptors, journal) on first use and keeps it in a
+//! thread-local map, and FUSE threads then read without a shared lock, while the engine
+//! serves one call at a time behind a mutex. It was byte-identical on 10,110 entries in a
+//! trial (see CRATES.md). What it lacks, and where the engine takes over:
 //!
-//! Writing is this crate's own engine (the modules below, one per on-disk structure):
-//! `Ext4Fs::open_rw` checks the filesystem is safe to change, and from then on every call,
-//! reads included, goes through the engine behind one lock, so reads see the writes.
+//! - inline_data (`DATA_IN_INODE`): ext4-view refuses the whole filesystem, so every call
+//!   on such a filesystem goes to the engine, which reads inline files, directories and
+//!   symlinks (see `inline`) as well as everything else on it;
+//! - holes in ext2/3 indirect block maps: ext4-view reports a read past one as corrupt;
+//!   such a read is retried through the engine (opened on first need), which reads holes
+//!   as zeroes. Only block-mapped files are retried, so a corrupt extent tree stays an
+//!   error, and the engine refuses a journal needing recovery, so the two never disagree
+//!   on what the filesystem holds.
+//!
+//! Casefold and encrypted directories stay unsupported either way.
+//!
+//! Writing: `Ext4Fs::open_rw` checks the filesystem is safe to change, and from then on
+//! every call, reads included, goes through the engine behind one lock, so reads see the
+//! writes.
 
 mod bitmap;
 mod block_map;
@@ -24,6 +35,7 @@ mod engine;
 mod extent_tree;
 mod group_desc;
 mod htree;
+mod inline;
 mod inode;
 mod journal_state;
 mod le;
@@ -41,7 +53,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use transplant_formats::BlockDev;
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
@@ -68,6 +80,13 @@ pub struct Ext4Fs {
     info: FsInfo,
     /// Set when opened for writing: then every call goes through it.
     rw: Option<Mutex<Engine>>,
+    /// Read-only: the engine, for what ext4-view cannot read; opened on first need (None
+    /// inside when it cannot read the filesystem either).
+    own: OnceLock<Option<Mutex<Engine>>>,
+    /// ext4-view refused the filesystem: every call goes to `own`.
+    own_only: bool,
+    /// Whether a path names a block-mapped file (see `reads_through_engine`).
+    block_mapped: Mutex<HashMap<Vec<u8>, bool>>,
 }
 
 impl Ext4Fs {
@@ -75,8 +94,11 @@ impl Ext4Fs {
     pub fn open(dev: Arc<dyn BlockDev>, kind: &str) -> Result<Self> {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let name = dev.name().to_string();
-        let fs =
-            Ext4::load(Box::new(DevReader(dev.clone()))).map_err(|e| map_err(&name, "/", e))?;
+        let fs = match Ext4::load(Box::new(DevReader(dev.clone()))) {
+            Ok(fs) => fs,
+            Err(e) if is_inline_refusal(&e) => return Self::open_own(dev, kind, id),
+            Err(e) => return Err(map_err(&name, "/", e)),
+        };
         let label = fs
             .label()
             .to_str()
@@ -94,6 +116,28 @@ impl Ext4Fs {
                 uuid,
             },
             rw: None,
+            own: OnceLock::new(),
+            own_only: false,
+            block_mapped: Default::default(),
+        })
+    }
+
+    /// A read-only open served by the engine alone (see the module doc).
+    fn open_own(dev: Arc<dyn BlockDev>, kind: &str, id: usize) -> Result<Self> {
+        let e = Engine::open_read(dev.clone())?;
+        let info = FsInfo {
+            kind: kind.to_string(),
+            label: e.sb.label(),
+            uuid: Some(e.sb.uuid_string()),
+        };
+        Ok(Ext4Fs {
+            id,
+            dev,
+            info,
+            rw: None,
+            own: OnceLock::from(Some(Mutex::new(e))),
+            own_only: true,
+            block_mapped: Default::default(),
         })
     }
 
@@ -113,13 +157,68 @@ impl Ext4Fs {
             dev,
             info,
             rw: Some(Mutex::new(e)),
+            own: OnceLock::new(),
+            own_only: false,
+            block_mapped: Default::default(),
         })
     }
 
+    /// The engine when it serves every call: opened for writing, or ext4-view refused.
     fn engine(&self) -> Option<MutexGuard<'_, Engine>> {
-        self.rw
+        let m = match &self.rw {
+            Some(m) => Some(m),
+            None if self.own_only => self.own.get().and_then(|o| o.as_ref()),
+            None => None,
+        };
+        m.map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The engine as a second reader beside ext4-view, opened on first need.
+    fn fallback(&self) -> Option<MutexGuard<'_, Engine>> {
+        self.own
+            .get_or_init(|| Engine::open_read(self.dev.clone()).ok().map(Mutex::new))
             .as_ref()
             .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Whether the data of `path` is read through the engine rather than ext4-view: the
+    /// block-mapped files, since ext4-view 1.0 reads a hole in an indirect block map
+    /// wrongly (it follows a zero indirect pointer to block 0, fails, or panics on a hole
+    /// at the end of the file). Decided once per path: a read-only filesystem does not
+    /// change.
+    fn reads_through_engine(&self, path: &[u8]) -> Option<MutexGuard<'_, Engine>> {
+        let e = self.fallback()?;
+        if !e.sb.has_extents() {
+            return Some(e);
+        }
+        let mut known = self.block_mapped.lock().unwrap_or_else(|p| p.into_inner());
+        let mapped = match known.get(path) {
+            Some(&m) => m,
+            None => {
+                let m = e
+                    .inode_of(path)
+                    .is_ok_and(|i| i.flags() & inode::flags::EXTENTS == 0 && e.has_mapping(&i));
+                if known.len() >= 1 << 16 {
+                    known.clear();
+                }
+                known.insert(path.to_vec(), m);
+                m
+            }
+        };
+        mapped.then_some(e)
+    }
+
+    /// Reads through a read-only engine, holding it only to find the file.
+    fn read_own(
+        &self,
+        e: MutexGuard<'_, Engine>,
+        path: &[u8],
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize> {
+        let src = e.read_source(path)?;
+        drop(e);
+        read::fill(&src, offset, buf, |b, off| Ok(self.dev.read_at(b, off)?))
     }
 
     fn write_engine(&self, path: &[u8]) -> Result<MutexGuard<'_, Engine>> {
@@ -156,6 +255,17 @@ impl Drop for Ext4Fs {
     fn drop(&mut self) {
         // Instances in other threads go when those threads end.
         let _ = INSTANCES.try_with(|m| m.borrow_mut().remove(&self.id));
+    }
+}
+
+/// Whether ext4-view refused the filesystem for inline_data (and nothing else).
+fn is_inline_refusal(e: &Ext4Error) -> bool {
+    match e {
+        Ext4Error::Incompatible(i) => {
+            let m = i.to_string();
+            m.contains("DATA_IN_INODE")
+        }
+        _ => false,
     }
 }
 
@@ -277,8 +387,13 @@ impl Filesystem for Ext4Fs {
     }
 
     fn read(&self, path: &[u8], offset: u64, buf: &mut [u8]) -> Result<usize> {
-        if let Some(e) = self.engine() {
-            return e.read_data(path, offset, buf);
+        if self.rw.is_some() {
+            if let Some(e) = self.engine() {
+                return e.read_data(path, offset, buf);
+            }
+        }
+        if let Some(e) = self.engine().or_else(|| self.reads_through_engine(path)) {
+            return self.read_own(e, path, offset, buf);
         }
         self.with(path, |fs| {
             let mut f = fs.open(path)?;
