@@ -13,11 +13,16 @@
 //! - inline_data (`DATA_IN_INODE`): ext4-view refuses the whole filesystem, so every call
 //!   on such a filesystem goes to the engine, which reads inline files, directories and
 //!   symlinks (see `inline`) as well as everything else on it;
-//! - holes in ext2/3 indirect block maps: ext4-view reports a read past one as corrupt;
-//!   such a read is retried through the engine (opened on first need), which reads holes
-//!   as zeroes. Only block-mapped files are retried, so a corrupt extent tree stays an
-//!   error, and the engine refuses a journal needing recovery, so the two never disagree
-//!   on what the filesystem holds.
+//! - holes in ext2/3 indirect block maps: ext4-view 1.0 takes a zero indirect pointer (a
+//!   hole covering a whole indirect block) for block 0 and reports the read as corrupt,
+//!   and a read that seeks into such a hole past the double-indirect pointer panics (an
+//!   unwrap in its `File::read_bytes`; seen on a 24 MiB sparse file on 1 KiB blocks). So
+//!   the data of every block-mapped file (every file of an ext2/3 filesystem; on ext4,
+//!   those without the extents flag) is read through the engine (opened on the first
+//!   such read), which reads holes as zeroes and holds its lock only to find the file,
+//!   not while reading the data. Metadata, listings and extent-mapped files stay with
+//!   ext4-view. If the engine cannot open the filesystem (a journal needing recovery:
+//!   it does not replay one), ext4-view reads them as before.
 //!
 //! Casefold and encrypted directories stay unsupported either way.
 //!
@@ -182,10 +187,8 @@ impl Ext4Fs {
     }
 
     /// Whether the data of `path` is read through the engine rather than ext4-view: the
-    /// block-mapped files, since ext4-view 1.0 reads a hole in an indirect block map
-    /// wrongly (it follows a zero indirect pointer to block 0, fails, or panics on a hole
-    /// at the end of the file). Decided once per path: a read-only filesystem does not
-    /// change.
+    /// block-mapped files, whose holes ext4-view fails or panics on (see the module doc).
+    /// Decided once per path: a read-only filesystem does not change.
     fn reads_through_engine(&self, path: &[u8]) -> Option<MutexGuard<'_, Engine>> {
         let e = self.fallback()?;
         if !e.sb.has_extents() {
