@@ -343,3 +343,86 @@ fn holes_in_ext2_and_ext3_block_maps_read_as_zeroes() {
         );
     }
 }
+
+/// mke2fs moves a directory to a block once i_block is full; the kernel first grows it
+/// into system.data. So a kernel mount adds names to an inline directory (and writes
+/// small files, inline too), and the result is read back against the mounted view.
+#[test]
+fn directories_the_kernel_spilled_into_system_data() {
+    if !tools() || !have("mount") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("grow")).unwrap();
+    std::fs::write(src.join("grow/a"), "a\n").unwrap();
+    let img = dir.path().join("fs.img");
+    mkfs("ext4", &["-O", "inline_data"], &src, &img, "16M");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let st = Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&img)
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    if !st.success() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "a loop mount is needed when CI is set"
+        );
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    {
+        let _u = Unmount(&mnt);
+        for i in 0..4 {
+            std::fs::write(mnt.join(format!("grow/k{i}")), pattern(70 + i, i as u8)).unwrap();
+        }
+    }
+    let out = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "e2fsck -fn after the kernel's writes");
+    let st = String::from_utf8_lossy(&debugfs(&img, "stat /grow")).into_owned();
+    assert!(
+        st.contains("Flags: 0x10000000"),
+        "/grow is not inline:\n{st}"
+    );
+    assert!(
+        !st.contains("system.data (0)"),
+        "/grow did not spill into system.data:\n{st}"
+    );
+    let fs = open_ro(&img, "ext4");
+    let mut names: Vec<Vec<u8>> = fs
+        .read_dir(b"/grow")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            b"a".to_vec(),
+            b"k0".to_vec(),
+            b"k1".to_vec(),
+            b"k2".to_vec(),
+            b"k3".to_vec()
+        ]
+    );
+    for i in 0..4usize {
+        let p = format!("/grow/k{i}");
+        let mut b = vec![0u8; 200];
+        let n = fs.read(p.as_bytes(), 0, &mut b).unwrap();
+        assert_eq!(&b[..n], &pattern(70 + i, i as u8)[..], "{p}");
+    }
+    assert_eq!(fs.lstat(b"/grow/k3").unwrap().size, 73);
+}
