@@ -426,3 +426,101 @@ fn directories_the_kernel_spilled_into_system_data() {
     }
     assert_eq!(fs.lstat(b"/grow/k3").unwrap().size, 73);
 }
+
+/// CPU seconds (user + system) of this process so far, from /proc/self/stat.
+fn cpu_secs() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = &s[s.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// Times `read` of a whole file in 1 MiB pieces (as `transplant cat` and FUSE do),
+/// best of three: (wall, cpu) seconds.
+fn time_cat(len: usize, mut read: impl FnMut(u64, &mut [u8]) -> usize) -> (f64, f64) {
+    let mut best = (f64::MAX, f64::MAX);
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..3 {
+        let (t, c) = (std::time::Instant::now(), cpu_secs());
+        let mut off = 0usize;
+        let mut sum = 0u64;
+        while off < len {
+            let n = read(off as u64, &mut buf);
+            assert!(n > 0);
+            sum = sum.wrapping_add(buf[0] as u64);
+            off += n;
+        }
+        std::hint::black_box(sum);
+        let w = t.elapsed().as_secs_f64();
+        best = (best.0.min(w), best.1.min(cpu_secs() - c));
+    }
+    best
+}
+
+/// `cat` of a 512 MiB file: the engine against ext4-view (as `Ext4Fs` read through it
+/// before), on an ext3 block map and an ext4 extent tree; `Ext4Fs::open` is what
+/// read-only opens do now (the engine for data). Run with `cargo test --release -p transplant-fs --test ext4_inline
+/// cat_speed -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn cat_speed_engine_against_ext4_view() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let len = 512usize << 20;
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(src.join("big")).unwrap());
+        let chunk = pattern(1 << 20, 9);
+        for _ in 0..len >> 20 {
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    for kind in ["ext3", "ext4"] {
+        let img = dir.path().join(format!("{kind}.img"));
+        mkfs(kind, &[], &src, &img, "700M");
+        let _ = std::fs::read(&img); // the page cache warm for both
+        let ours = open_rw(&img, kind);
+        let e = time_cat(len, |off, b| ours.read(b"/big", off, b).unwrap());
+        let view =
+            ext4_view::Ext4::load(Box::new(RawReader(std::fs::File::open(&img).unwrap()))).unwrap();
+        let v = time_cat(len, |off, b| {
+            // What Ext4Fs did per call before: open, seek, read until the buffer is full.
+            let mut f = view.open("/big").unwrap();
+            f.seek_to(off).unwrap();
+            let mut done = 0;
+            while done < b.len() {
+                let n = f.read_bytes(&mut b[done..]).unwrap();
+                if n == 0 {
+                    break;
+                }
+                done += n;
+            }
+            done
+        });
+        let ro = open_ro(&img, kind);
+        let r = time_cat(len, |off, b| ro.read(b"/big", off, b).unwrap());
+        println!(
+            "{kind}: engine (open_rw, overlay) {:.3} s wall {:.2} s cpu; ext4-view {:.3} s wall {:.2} s cpu; Ext4Fs::open {:.3} s wall {:.2} s cpu; engine/ext4-view wall {:.2}",
+            e.0, e.1, v.0, v.1, r.0, r.1, e.0 / v.0
+        );
+    }
+}
+
+struct RawReader(std::fs::File);
+
+impl ext4_view::Ext4Read for RawReader {
+    fn read(
+        &mut self,
+        start: u64,
+        dst: &mut [u8],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
+        self.0
+            .read_exact_at(dst, start)
+            .map_err(|e| Box::new(e) as _)
+    }
+}

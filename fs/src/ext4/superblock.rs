@@ -307,12 +307,6 @@ impl Superblock {
     pub fn sparse_super2(&self) -> bool {
         self.compat & compat::SPARSE_SUPER2 != 0
     }
-    /// Whether files may use extent trees (`-O extent`); without it every file is
-    /// block-mapped.
-    pub fn has_extents(&self) -> bool {
-        self.incompat & incompat::EXTENTS != 0
-    }
-
     pub fn has_journal(&self) -> bool {
         self.compat & compat::HAS_JOURNAL != 0
     }
