@@ -98,6 +98,7 @@ impl Ext4Fs {
     pub fn open(dev: Arc<dyn BlockDev>, kind: &str) -> Result<Self> {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let name = dev.name().to_string();
+        check_group_table(&*dev)?;
         let fs = match Ext4::load(Box::new(DevReader(dev.clone()))) {
             Ok(fs) => fs,
             Err(e) if is_inline_refusal(&e) => return Self::open_own(dev, kind, id),
@@ -239,6 +240,48 @@ impl Drop for Ext4Fs {
         // Instances in other threads go when those threads end.
         let _ = INSTANCES.try_with(|m| m.borrow_mut().remove(&self.id));
     }
+}
+
+/// Refuses a superblock whose group descriptor table could not be on the device:
+/// ext4-view allocates one descriptor per group the block count implies before reading
+/// any, so a hostile block count would ask for many GiB (found by fuzzing).
+fn check_group_table(dev: &dyn BlockDev) -> Result<()> {
+    use le::{u16_at, u32_at};
+    let mut raw = [0u8; 1024];
+    if dev
+        .read_at(&mut raw, superblock::SUPERBLOCK_OFFSET)
+        .is_err()
+        || u16_at(&raw, 0x38) != superblock::MAGIC
+    {
+        return Ok(()); // ext4-view says what is wrong.
+    }
+    let is64 = u32_at(&raw, 0x60) & superblock::incompat::BIT64 != 0;
+    let blocks = u32_at(&raw, 0x4) as u64
+        | if is64 {
+            (u32_at(&raw, 0x150) as u64) << 32
+        } else {
+            0
+        };
+    let per_group = u32_at(&raw, 0x20) as u64;
+    let desc = if is64 {
+        (u16_at(&raw, 0xFE) as u64).max(32)
+    } else {
+        32
+    };
+    if per_group == 0 {
+        return Ok(());
+    }
+    let groups = blocks.div_ceil(per_group);
+    if groups > 1 << 22 || groups.saturating_mul(desc) > dev.len() {
+        return Err(Error::Corrupt {
+            dev: dev.name().to_string(),
+            detail: format!(
+                "superblock: {blocks} blocks in groups of {per_group} make {groups} block groups, whose descriptors cannot fit on the device ({} bytes)",
+                dev.len()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Whether ext4-view refused the filesystem for inline_data (and nothing else).
