@@ -256,12 +256,8 @@ fn check_group_table(dev: &dyn BlockDev) -> Result<()> {
         return Ok(()); // ext4-view says what is wrong.
     }
     let is64 = u32_at(&raw, 0x60) & superblock::incompat::BIT64 != 0;
-    let blocks = u32_at(&raw, 0x4) as u64
-        | if is64 {
-            (u32_at(&raw, 0x150) as u64) << 32
-        } else {
-            0
-        };
+    // ext4-view takes the high half of the block count even without 64bit.
+    let blocks = u32_at(&raw, 0x4) as u64 | (u32_at(&raw, 0x150) as u64) << 32;
     let per_group = u32_at(&raw, 0x20) as u64;
     let desc = if is64 {
         (u16_at(&raw, 0xFE) as u64).max(32)
