@@ -108,15 +108,26 @@ pub fn file_type(k: FileKind) -> u8 {
 }
 
 impl Engine {
-    /// Directories this tool cannot read or change by name.
+    /// Directories this tool cannot change: inline ones (read, not written), and those
+    /// it cannot read by name either.
+    pub fn check_dir_writable(&self, dir: &Inode, path: &[u8]) -> Result<()> {
+        self.check_dir(dir, path)?;
+        if dir.flags() & flags::INLINE_DATA != 0 {
+            return Err(Error::Unsupported {
+                dev: self.name.clone(),
+                feature: format!("writing inline_data directories ({} is one)", show(path)),
+            });
+        }
+        Ok(())
+    }
+
+    /// Directories this tool cannot read by name.
     pub fn check_dir(&self, dir: &Inode, path: &[u8]) -> Result<()> {
         if !dir.is_dir() {
             return Err(Error::NotADirectory(show(path)));
         }
         let f = dir.flags();
-        let what = if f & flags::INLINE_DATA != 0 {
-            "inline_data"
-        } else if f & flags::ENCRYPT != 0 {
+        let what = if f & flags::ENCRYPT != 0 {
             "encrypt"
         } else if f & flags::CASEFOLD != 0 {
             "casefold"
@@ -127,6 +138,11 @@ impl Engine {
             dev: self.name.clone(),
             feature: format!("{what} ({} is such a directory)", show(path)),
         })
+    }
+
+    fn inline_dir(&self, dir: &Inode) -> Result<Vec<(Vec<u8>, u32, u8)>> {
+        super::inline::dir_entries(dir, self.sb.filetype())
+            .map_err(|e| self.corrupt(format!("directory inode {}: {e}", dir.ino)))
     }
 
     fn dir_block_err(&self, dir: &Inode, l: u64, e: String) -> Error {
@@ -161,10 +177,25 @@ impl Engine {
         if self.dirs.borrow().dirs.contains_key(&dir.ino) {
             return Ok(());
         }
-        let map = self.mapping(dir)?;
         let ft = self.sb.filetype();
         let mut names = HashMap::new();
         let mut room = Vec::new();
+        if dir.flags() & flags::INLINE_DATA != 0 {
+            // Found by name only, never changed in place (`check_dir_writable`): the
+            // location is no block, and the entry carries just the inode.
+            for (name, inode, file_type) in self.inline_dir(dir)? {
+                let entry = Entry {
+                    off: 0,
+                    rec_len: 0,
+                    inode,
+                    name_len: name.len(),
+                    file_type,
+                };
+                names.insert(name, DirLoc { physical: 0, entry });
+            }
+            return self.store_cached(dir, names, room);
+        }
+        let map = self.mapping(dir)?;
         self.each_dir_block(dir, &map, |l, p, b| {
             let list = dir_block::entries(b, ft).map_err(|e| self.dir_block_err(dir, l, e))?;
             let mut best = 0;
@@ -188,6 +219,15 @@ impl Engine {
             room.push((p, best));
             Ok(true)
         })?;
+        self.store_cached(dir, names, room)
+    }
+
+    fn store_cached(
+        &self,
+        dir: &Inode,
+        names: HashMap<Vec<u8>, DirLoc>,
+        room: Vec<(u64, usize)>,
+    ) -> Result<()> {
         let mut c = self.dirs.borrow_mut();
         if c.names + names.len() > CACHE_MAX_NAMES {
             c.clear();
@@ -247,6 +287,9 @@ impl Engine {
 
     /// Every live entry: (name, inode, file type byte).
     pub fn list_dir(&self, dir: &Inode) -> Result<Vec<(Vec<u8>, u32, u8)>> {
+        if dir.flags() & flags::INLINE_DATA != 0 {
+            return self.inline_dir(dir);
+        }
         let map = self.mapping(dir)?;
         let ft = self.sb.filetype();
         let mut out = Vec::new();

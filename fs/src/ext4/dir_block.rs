@@ -70,7 +70,13 @@ pub fn chain_end(b: &[u8]) -> usize {
 
 /// The entries of a block, checked to chain exactly to its end.
 pub fn entries(b: &[u8], filetype: bool) -> Result<Vec<Entry>, String> {
-    let end = chain_end(b);
+    entries_to(b, filetype, chain_end(b))
+}
+
+/// The entries of `b`, checked to chain exactly to `end`: a block's chain stops at its
+/// checksum tail, an inline directory's area has none.
+pub fn entries_to(b: &[u8], filetype: bool, end: usize) -> Result<Vec<Entry>, String> {
+    let end = end.min(b.len());
     let bs = b.len();
     let mut out = Vec::new();
     let mut off = 0;

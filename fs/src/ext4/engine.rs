@@ -21,7 +21,7 @@ use super::mapping::{Ctx, Mapping};
 use super::superblock::{Superblock, SUPERBLOCK_OFFSET};
 use crate::error::{Error, Result};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use transplant_formats::BlockDev;
 
@@ -44,7 +44,14 @@ pub struct Engine {
     pub(crate) dirs: RefCell<super::dir::DirCache>,
     /// Dirty metadata blocks by block number.
     cache: RefCell<BTreeMap<u64, Vec<u8>>>,
+    /// Opened only to read: nothing changes, so file maps can be kept between reads.
+    read_only: bool,
+    /// File maps by inode (read-only engines), and the runs they hold together.
+    maps: RefCell<(HashMap<u32, Arc<Mapping>>, usize)>,
 }
+
+/// Runs of file maps kept by a read-only engine before it starts over.
+const MAP_CACHE_RUNS: usize = 1 << 20;
 
 /// Dirty metadata held before it is written out anyway.
 const CACHE_BYTES: usize = 32 << 20;
@@ -52,6 +59,16 @@ const CACHE_BYTES: usize = 32 << 20;
 impl Engine {
     /// Opens `dev` for writing, refusing filesystems that are not safe to change.
     pub fn open(dev: Arc<dyn BlockDev>) -> Result<Engine> {
+        Self::open_mode(dev, true)
+    }
+
+    /// Opens `dev` only to read it (nothing is ever written: the engine writes only
+    /// what operations change), refusing only what it cannot read right.
+    pub fn open_read(dev: Arc<dyn BlockDev>) -> Result<Engine> {
+        Self::open_mode(dev, false)
+    }
+
+    fn open_mode(dev: Arc<dyn BlockDev>, write: bool) -> Result<Engine> {
         let name = dev.name().to_string();
         let mut raw = vec![0u8; 1024];
         dev.read_at(&mut raw, SUPERBLOCK_OFFSET)?;
@@ -59,7 +76,12 @@ impl Engine {
             dev: name.clone(),
             detail,
         })?;
-        if let Some((policy, why)) = sb.write_blockers() {
+        let blocker = if write {
+            sb.write_blockers()
+        } else {
+            sb.read_blockers().map(|why| (false, why))
+        };
+        if let Some((policy, why)) = blocker {
             return Err(if policy {
                 Error::Refused {
                     dev: name,
@@ -125,6 +147,8 @@ impl Engine {
             next_generation: seed,
             dirs: Default::default(),
             cache: Default::default(),
+            read_only: !write,
+            maps: Default::default(),
         };
         super::journal_state::check(&mut e)?;
         Ok(e)
@@ -340,6 +364,28 @@ impl Engine {
         } else {
             block_map::read(&ctx, i.i_block(), &mut rd)
         }
+    }
+
+    /// The map of a file being read. A read-only engine keeps it, so reading a large
+    /// block-mapped file piece by piece reads its indirect blocks once, not per piece.
+    pub fn read_mapping(&self, i: &Inode) -> Result<Arc<Mapping>> {
+        if !self.read_only {
+            return Ok(Arc::new(self.mapping(i)?));
+        }
+        if let Some(m) = self.maps.borrow().0.get(&i.ino) {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(self.mapping(i)?);
+        let mut c = self.maps.borrow_mut();
+        if c.1 + m.runs.len() > MAP_CACHE_RUNS {
+            c.0.clear();
+            c.1 = 0;
+        }
+        if m.runs.len() <= MAP_CACHE_RUNS {
+            c.1 += m.runs.len();
+            c.0.insert(i.ino, m.clone());
+        }
+        Ok(m)
     }
 
     pub fn mark_group(&mut self, g: u32) {

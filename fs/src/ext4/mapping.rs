@@ -32,6 +32,16 @@ impl Mapping {
         Some((r.physical + within, r.len - within))
     }
 
+    /// The first logical block past `logical` that `lookup` maps, if any.
+    pub fn next_mapped(&self, logical: u64) -> Option<u64> {
+        let i = self.runs.partition_point(|r| r.logical + r.len <= logical);
+        self.runs
+            .get(i..)?
+            .iter()
+            .find(|r| !r.uninit)
+            .map(|r| r.logical.max(logical + 1))
+    }
+
     /// Every block this file owns, as runs of physical blocks.
     pub fn owned(&self) -> Vec<(u64, u64)> {
         let mut v: Vec<(u64, u64)> = self.runs.iter().map(|r| (r.physical, r.len)).collect();

@@ -74,7 +74,7 @@ impl Engine {
     /// A directory we may add names to or remove names from.
     fn writable_dir(&self, path: &[u8]) -> Result<Inode> {
         let d = self.inode_of(path)?;
-        self.check_dir(&d, path)?;
+        self.check_dir_writable(&d, path)?;
         if d.flags() & (flags::IMMUTABLE | flags::APPEND) != 0 {
             return Err(self.refuse(format!(
                 "directory {} is immutable or append-only; clear the flag in the guest first",
@@ -381,7 +381,7 @@ impl Engine {
             if i.ino == ROOT_INO {
                 return Err(self.refuse("the root directory cannot be removed".into()));
             }
-            self.check_dir(&i, path)?;
+            self.check_dir_writable(&i, path)?;
             if !self.dir_is_empty(&i)? {
                 return Err(Error::NotEmpty(show(path)));
             }
@@ -460,6 +460,16 @@ impl Engine {
             return Ok(());
         }
         let src_dir = src.is_dir();
+        if src_dir && !same && src.flags() & flags::INLINE_DATA != 0 {
+            // Its ".." would change, and an inline directory keeps it in the inode.
+            return Err(Error::Unsupported {
+                dev: self.name.clone(),
+                feature: format!(
+                    "moving inline_data directories to another parent ({} is one)",
+                    show(from)
+                ),
+            });
+        }
         if src_dir && !same && self.is_within(tdir_ino, src.ino)? {
             return Err(self.refuse(format!(
                 "cannot move {} into itself ({})",

@@ -4,8 +4,10 @@
 
 use super::engine::Engine;
 use super::inode::{flags, Inode, ROOT_INO};
+use super::mapping::Mapping;
 use crate::error::{Error, Result};
 use crate::{show, DirEntry, FileKind, Metadata};
+use std::sync::Arc;
 
 /// Longest file name ext4 stores.
 pub const NAME_MAX: usize = 255;
@@ -99,53 +101,42 @@ impl Engine {
     }
 
     fn check_data_readable(&self, i: &Inode, path: &[u8]) -> Result<()> {
-        let f = i.flags();
-        let what = if f & flags::INLINE_DATA != 0 {
-            "inline_data"
-        } else if f & flags::ENCRYPT != 0 {
-            "encrypt"
-        } else {
+        if i.flags() & flags::ENCRYPT == 0 {
             return Ok(());
-        };
+        }
         Err(Error::Unsupported {
             dev: self.name.clone(),
-            feature: format!("{what} ({} uses it)", show(path)),
+            feature: format!("encrypt ({} uses it)", show(path)),
         })
     }
 
-    pub fn read_data(&self, path: &[u8], offset: u64, buf: &mut [u8]) -> Result<usize> {
+    /// The content of an inline_data file or symlink.
+    fn inline_content(&self, i: &Inode) -> Result<Vec<u8>> {
+        super::inline::content(i).map_err(|e| self.corrupt(format!("inode {}: {e}", i.ino)))
+    }
+
+    /// What reading `path` needs once its inode is found. A read-only engine's device
+    /// never differs from what it caches, so with this the bytes can be read without
+    /// holding the engine (see `fill`).
+    pub fn read_source(&self, path: &[u8]) -> Result<Source> {
         let i = self.inode_of(path)?;
         if i.is_dir() {
             return Err(Error::IsADirectory(show(path)));
         }
         self.check_data_readable(&i, path)?;
-        let size = i.size();
-        if offset >= size || buf.is_empty() {
-            return Ok(0);
+        if i.flags() & flags::INLINE_DATA != 0 {
+            return Ok(Source::Inline(self.inline_content(&i)?));
         }
-        let n = (size - offset).min(buf.len() as u64) as usize;
-        let map = self.mapping(&i)?;
-        let bs = self.bs();
-        let mut done = 0usize;
-        while done < n {
-            let pos = offset + done as u64;
-            let l = pos / bs;
-            let within = pos % bs;
-            match map.lookup(l) {
-                Some((p, run)) => {
-                    let avail = (run * bs - within).min((n - done) as u64) as usize;
-                    self.read_bytes(&mut buf[done..done + avail], p * bs + within)?;
-                    done += avail;
-                }
-                None => {
-                    // A hole or an unwritten extent up to the next mapped block.
-                    let avail = ((bs - within) as usize).min(n - done);
-                    buf[done..done + avail].fill(0);
-                    done += avail;
-                }
-            }
-        }
-        Ok(n)
+        Ok(Source::Mapped {
+            map: self.read_mapping(&i)?,
+            size: i.size(),
+            block_size: self.bs(),
+        })
+    }
+
+    pub fn read_data(&self, path: &[u8], offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let src = self.read_source(path)?;
+        fill(&src, offset, buf, |b, off| self.read_bytes(b, off))
     }
 
     pub fn read_link_target(&self, path: &[u8]) -> Result<Vec<u8>> {
@@ -154,7 +145,10 @@ impl Engine {
             return Err(Error::NotASymlink(show(path)));
         }
         let size = i.size() as usize;
-        if i.is_fast_symlink(self.bs()) || i.flags() & flags::INLINE_DATA != 0 {
+        if i.flags() & flags::INLINE_DATA != 0 {
+            return self.inline_content(&i);
+        }
+        if i.is_fast_symlink(self.bs()) {
             return i
                 .i_block()
                 .get(..size)
@@ -169,4 +163,69 @@ impl Engine {
         self.read_data(path, 0, &mut buf)?;
         Ok(buf)
     }
+}
+
+/// A file's bytes as `Engine::read_source` finds them.
+pub enum Source {
+    /// Exactly i_size bytes, from the inode.
+    Inline(Vec<u8>),
+    Mapped {
+        map: Arc<Mapping>,
+        size: u64,
+        block_size: u64,
+    },
+}
+
+/// Reads from `offset` into `buf` what `src` says lies there (zeroes in holes and
+/// unwritten extents), through `read(buf, device_offset)`; returns the bytes read, short
+/// only at the end of the file.
+pub fn fill(
+    src: &Source,
+    offset: u64,
+    buf: &mut [u8],
+    mut read: impl FnMut(&mut [u8], u64) -> Result<()>,
+) -> Result<usize> {
+    let (map, size, bs) = match src {
+        Source::Inline(data) => {
+            let Some(rest) = usize::try_from(offset).ok().and_then(|o| data.get(o..)) else {
+                return Ok(0);
+            };
+            let n = rest.len().min(buf.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            return Ok(n);
+        }
+        Source::Mapped {
+            map,
+            size,
+            block_size,
+        } => (map, *size, *block_size),
+    };
+    if offset >= size || buf.is_empty() {
+        return Ok(0);
+    }
+    let n = (size - offset).min(buf.len() as u64) as usize;
+    let mut done = 0usize;
+    while done < n {
+        let pos = offset + done as u64;
+        let l = pos / bs;
+        let within = pos % bs;
+        let left = (n - done) as u64;
+        match map.lookup(l) {
+            Some((p, run)) => {
+                let avail = (run * bs - within).min(left) as usize;
+                read(&mut buf[done..done + avail], p * bs + within)?;
+                done += avail;
+            }
+            None => {
+                // A hole or an unwritten extent, up to the next mapped block.
+                let upto = map
+                    .next_mapped(l)
+                    .map_or(u64::MAX, |b| b.saturating_mul(bs));
+                let avail = upto.saturating_sub(pos).clamp(1, left) as usize;
+                buf[done..done + avail].fill(0);
+                done += avail;
+            }
+        }
+    }
+    Ok(n)
 }

@@ -379,6 +379,25 @@ impl Superblock {
 
     /// Features that make writing unsafe, as (is_policy, message): a policy refusal (the
     /// state must change first) or a feature this writer does not handle.
+    /// Why the engine cannot even read this filesystem (it is used for reading where
+    /// ext4-view cannot): a journal to replay first, or an incompatible feature it does
+    /// not know. Read-only-compatible features do not matter for reading.
+    pub fn read_blockers(&self) -> Option<String> {
+        if self.incompat & incompat::RECOVER != 0 {
+            return Some(
+                "reading a filesystem whose journal needs recovery without replaying it (this tool's own reader, used for inline_data, does not replay journals); boot the guest once and shut it down, or run `e2fsck` on a copy, then retry".into(),
+            );
+        }
+        let bad = self.incompat & !(INCOMPAT_WRITABLE | incompat::MMP);
+        if bad != 0 {
+            return Some(format!(
+                "reading incompatible feature(s) {} with this tool's own reader",
+                names(bad, &INCOMPAT_NAMES)
+            ));
+        }
+        None
+    }
+
     pub fn write_blockers(&self) -> Option<(bool, String)> {
         if self.incompat & incompat::RECOVER != 0 {
             return Some((
