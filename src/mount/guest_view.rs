@@ -39,6 +39,10 @@ pub struct GuestView {
     buffers: Mutex<HashMap<u64, Buffer>>,
 }
 
+/// The largest file `mount --rw` holds in memory while it is written (an initramfs is
+/// ~100 MiB; a guest's inode may claim anything).
+const MAX_RW_FILE: u64 = 1 << 30;
+
 fn errno(e: &Error) -> Errno {
     match e {
         Error::NotFound(_) => Errno::ENOENT,
@@ -142,6 +146,17 @@ impl GuestView {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
                 let m = self.tree.stat(path, true)?;
+                // The size is the guest's word: bound it before allocating the buffer.
+                if m.size > MAX_RW_FILE {
+                    return Err(Error::Unsupported {
+                        dev: self.tree.mounts().first().map(|m| m.source.clone()).unwrap_or_default(),
+                        feature: format!(
+                            "{}: writing through the mount a file of {} bytes (at most {MAX_RW_FILE}); use transplant write",
+                            transplant_fs::show(path),
+                            m.size
+                        ),
+                    });
+                }
                 let mut data = vec![0u8; m.size as usize];
                 let n = self.tree.read(path, 0, &mut data)?;
                 data.truncate(n);
@@ -149,6 +164,17 @@ impl GuestView {
             }
         };
         Ok(f(buf))
+    }
+
+    /// flush, fsync and release: write a buffered file back and answer the kernel.
+    fn write_back_reply(&self, ino: INodeNo, forget: bool, reply: ReplyEmpty) {
+        let Some(p) = self.path(ino) else {
+            return reply.ok();
+        };
+        match self.write_back(u64::from(ino), &p, forget) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     /// Writes a dirty buffer back into the guest.
@@ -474,13 +500,7 @@ impl Filesystem for GuestView {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let Some(p) = self.path(ino) else {
-            return reply.ok();
-        };
-        match self.write_back(u64::from(ino), &p, false) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.write_back_reply(ino, false, reply);
     }
 
     fn fsync(
@@ -491,13 +511,7 @@ impl Filesystem for GuestView {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let Some(p) = self.path(ino) else {
-            return reply.ok();
-        };
-        match self.write_back(u64::from(ino), &p, false) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.write_back_reply(ino, false, reply);
     }
 
     fn release(
@@ -510,13 +524,7 @@ impl Filesystem for GuestView {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let Some(p) = self.path(ino) else {
-            return reply.ok();
-        };
-        match self.write_back(u64::from(ino), &p, true) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.write_back_reply(ino, true, reply);
     }
 
     fn setattr(
