@@ -428,3 +428,47 @@ fn refused_without_a_usable_kernel() {
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(r["result"], "refused");
 }
+
+/// The rewrite's options reach the patchers: `--device-names rename`, `--network dhcp`
+/// and `--macs` (in the guest's NIC order), shown by `--dry-run` on the demo guest; the
+/// demo image is left unchanged; contradictory MAC options are refused.
+#[test]
+fn options_reach_the_rewrite() {
+    let demo = format!("{}/fixtures/demo/guest.qcow2", env!("CARGO_MANIFEST_DIR"));
+    let before = std::fs::read(&demo).unwrap();
+    let o = transplant(&[
+        "convert",
+        &demo,
+        "--to",
+        "kvm",
+        "--dry-run",
+        "--device-names",
+        "rename",
+        "--network",
+        "dhcp",
+        "--macs",
+        MAC_NEW,
+    ]);
+    ok(&o);
+    let diff = String::from_utf8_lossy(&o.stdout);
+    assert!(diff.contains("+/dev/vda1\t/\text4"), "{diff}");
+    assert!(diff.contains("iface eth0 inet dhcp"), "{diff}");
+    assert!(diff.contains(MAC_NEW), "{diff}");
+    assert_eq!(std::fs::read(&demo).unwrap(), before);
+    let o = transplant(&[
+        "convert",
+        &demo,
+        "--to",
+        "kvm-scsi",
+        "--dry-run",
+        "--macs",
+        MAC_NEW,
+        "--mac",
+        &format!("{MAC_OLD}={MAC_NEW}"),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not both"),
+        "{o:?}"
+    );
+}
