@@ -10,6 +10,7 @@
 pub mod apply;
 pub mod initramfs_step;
 pub mod report;
+pub mod selinux;
 
 use crate::context::{Context, DeviceNaming, NetworkMode, Target};
 use crate::edit::Warning;
@@ -71,7 +72,8 @@ pub enum V2vError {
 pub struct Conversion {
     pub target: Target,
     pub context: Context,
-    /// Every file change, text patchers first, then the network, then initramfs images.
+    /// Every file change, text patchers first, then the network, then initramfs images,
+    /// then `/.autorelabel` when SELinux needs it.
     pub changes: Vec<FileChange>,
     pub warnings: Vec<Warning>,
     /// Blockers found (empty unless `force` let them through).
@@ -149,6 +151,9 @@ pub fn plan(
     let step = initramfs_step::plan(guest, inspection, &ctx, &usable, opts)?;
     changes.extend(step.changes);
     warnings.extend(step.warnings);
+    if let Some(relabel) = selinux::plan(guest, &changes) {
+        changes.push(relabel);
+    }
     if let Some(v) = verdict {
         for w in v
             .warnings
