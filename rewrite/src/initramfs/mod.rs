@@ -398,11 +398,15 @@ fn link_data(members: &[Member], i: usize) -> &[u8] {
     &m.data
 }
 
-/// Which tool built an initramfs.
+/// Which tool built an initramfs (or, in inspection, which one the guest has).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Generator {
     InitramfsTools,
     Dracut,
+    /// SUSE's (SLES <= 11) or RHEL 5's mkinitrd, not the dracut wrapper of that name.
     Mkinitrd,
+    /// Arch's mkinitcpio (recognised by inspection; images are not rewritten).
+    Mkinitcpio,
     Unknown,
 }

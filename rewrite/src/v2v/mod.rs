@@ -17,7 +17,7 @@ use crate::edit::Warning;
 use crate::guest_files::GuestFiles;
 use crate::inspect::{Finding, Inspection};
 use crate::net::plan::NicReport;
-use crate::patch::{self, Action, FileChange, PlanOptions};
+use crate::patch::{self, FileChange, PlanOptions};
 
 pub use apply::apply;
 pub use initramfs_step::InitramfsReport;
@@ -133,17 +133,7 @@ pub fn plan(
     let mut text = patch::plan(guest, &ctx, &popts);
 
     let (net_changes, net_warnings, nics) = crate::net::plan::plan_network(guest, &ctx);
-    for c in net_changes {
-        text.push(FileChange {
-            path: c.path,
-            action: match c.action {
-                crate::net::plan::Action::Replace(b) => Action::Replace(b),
-                crate::net::plan::Action::Remove => Action::Remove,
-                crate::net::plan::Action::RemoveLink => Action::RemoveLink,
-            },
-            edits: c.edits,
-        });
-    }
+    text.changes.extend(net_changes);
     text.warnings.extend(net_warnings);
 
     let mut changes = text.changes;
