@@ -8,6 +8,7 @@
 //! in any step stops the conversion before a single guest byte changes.
 
 pub mod apply;
+pub mod efi;
 pub mod initramfs_step;
 pub mod report;
 pub mod selinux;
@@ -73,7 +74,7 @@ pub struct Conversion {
     pub target: Target,
     pub context: Context,
     /// Every file change, text patchers first, then the network, then initramfs images,
-    /// then `/.autorelabel` when SELinux needs it.
+    /// then the UEFI removable-media loader, then `/.autorelabel` when SELinux needs it.
     pub changes: Vec<FileChange>,
     pub warnings: Vec<Warning>,
     /// Blockers found (empty unless `force` let them through).
@@ -93,8 +94,9 @@ impl Conversion {
 /// Inspection warnings the conversion itself resolves (it injects the drivers, rebinds or
 /// unbinds the NICs, fixes the consoles and X, disables the tools) or that the patchers
 /// report again at the line they leave alone: not repeated in the conversion's warnings.
-const HANDLED: [&str; 6] = [
+const HANDLED: [&str; 7] = [
     "initramfs-lacks-drivers",
+    "uefi-no-fallback",
     "xen-console",
     "nic-bound-by-mac",
     "xorg-old-driver",
@@ -141,6 +143,13 @@ pub fn plan(
     let step = initramfs_step::plan(guest, inspection, &ctx, &usable, opts)?;
     changes.extend(step.changes);
     warnings.extend(step.warnings);
+    let (efi_changes, efi_warnings) = efi::plan(
+        guest,
+        inspection.bootloader.efi.as_ref(),
+        inspection.os.distro.as_deref(),
+    );
+    changes.extend(efi_changes);
+    warnings.extend(efi_warnings);
     if let Some(relabel) = selinux::plan(guest, &changes) {
         changes.push(relabel);
     }

@@ -34,6 +34,12 @@ pub fn mode(guest: &dyn GuestFiles) -> Option<String> {
     }
 }
 
+/// The EFI system partition is FAT: no xattrs, its files take the label of the mount's
+/// `context=`, so a new file there needs no relabel.
+fn on_esp(path: &str) -> bool {
+    path.starts_with("/boot/efi/") || path.starts_with("/efi/")
+}
+
 /// The change that creates `/.autorelabel`, when SELinux is on and `changes` create a
 /// file that does not exist in `guest` yet; `None` otherwise (also when it is already
 /// there: a relabel is then pending anyway).
@@ -45,6 +51,7 @@ pub fn plan(guest: &dyn GuestFiles, changes: &[FileChange]) -> Option<FileChange
     let created: Vec<&str> = changes
         .iter()
         .filter(|c| matches!(c.action, Action::Replace(_)) && !guest.exists(&c.path))
+        .filter(|c| !on_esp(&c.path))
         .map(|c| c.path.as_str())
         .collect();
     let first = created.first()?;
