@@ -15,8 +15,10 @@
 //! and file block maps are cached: FUSE threads share these behind one short lock and
 //! read file data without it. Caches are bounded; past the bound they start over.
 //!
-//! A log that needs recovery is not replayed (yet): opening such a filesystem is
-//! refused with the reason, unless the caller asks to read it as it stands.
+//! A log that needs recovery (a guest not shut down cleanly) is replayed in memory at
+//! open ([`log_recover`]): reads see the filesystem as the kernel would after mount,
+//! and the device is not written. What recovery cannot do is refused with the reason,
+//! unless the caller asks to read the filesystem as it stands.
 
 mod attr;
 mod bmbt;
@@ -29,6 +31,10 @@ mod dir_write;
 mod ialloc;
 mod inode;
 mod log;
+mod log_recover;
+mod log_recover_dev;
+mod log_recover_items;
+mod log_recover_record;
 mod rmap;
 mod sbtree;
 mod space;
@@ -60,8 +66,8 @@ const DIR_LEAF_OFFSET: u64 = 32 << 30;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct XfsOptions {
-    /// Read a filesystem whose log needs recovery as it stands, without the changes
-    /// the log holds (recent metadata updates may be missing or half-visible).
+    /// Read a filesystem whose log needs recovery as it stands, without replaying the
+    /// changes the log holds (recent metadata updates may be missing or half-visible).
     pub allow_dirty_log: bool,
 }
 
@@ -114,7 +120,7 @@ fn kind_of_ftype(ft: u8) -> Option<FileKind> {
 }
 
 impl XfsFs {
-    /// Opens the XFS filesystem on `dev`, refusing one whose log needs recovery.
+    /// Opens the XFS filesystem on `dev`, replaying in memory a log that needs recovery.
     pub fn open(dev: Arc<dyn BlockDev>) -> Result<XfsFs> {
         XfsFs::open_with(dev, XfsOptions::default())
     }
@@ -156,29 +162,40 @@ impl XfsFs {
             label: sb.label.clone(),
             uuid: Some(uuid_string(&sb.uuid)),
         };
-        let vol = Volume { dev, sb };
-        let log = log::state(&vol)?;
-        if !opts.allow_dirty_log {
-            let refuse =
-                |why: String| -> Error { transplant_formats::Error::refused(&name, why).into() };
-            match &log {
-                LogState::Clean => {}
-                LogState::Dirty(why) => {
-                    return Err(refuse(format!(
-                        "the XFS log needs recovery ({why}): the guest was not shut down cleanly. \
-                         Log replay is not implemented yet; mount the filesystem once under Linux \
-                         (on a copy) to replay it, or read it as it stands, without the log's changes"
-                    )))
-                }
-                LogState::External => {
-                    return Err(refuse(
-                        "the XFS log is on an external device, which was not given, so whether it \
-                         needs recovery cannot be told; read it as it stands only if the guest was \
-                         shut down cleanly"
-                            .into(),
-                    ))
-                }
+        let mut vol = Volume { dev, sb };
+        let (mut log, span) = log::examine(&vol)?;
+        let refuse =
+            |why: String| -> Error { transplant_formats::Error::refused(&name, why).into() };
+        match (&log, span) {
+            (LogState::Dirty(_), _) if opts.allow_dirty_log => {}
+            (LogState::Dirty(_), Some(span)) => {
+                let rec = log_recover::recover(&vol, &span)?;
+                let transactions = rec.transactions;
+                let dev: Arc<dyn BlockDev> = Arc::new(rec.dev);
+                // Recovery may have replayed the superblock itself.
+                let mut head = vec![0u8; usize::from(vol.sb.sectsize)];
+                dev.read_at(&mut head, 0)?;
+                let sb = Superblock::parse(&head).map_err(sb_err)?;
+                vol = Volume { dev, sb };
+                log = LogState::Replayed { transactions };
             }
+            (LogState::Dirty(why), None) => {
+                return Err(refuse(format!(
+                    "the XFS log needs recovery ({why}), and where to start it cannot be \
+                     told: the guest was not shut down cleanly. Mount the filesystem once \
+                     under Linux (on a copy) to replay it, or read it as it stands, without \
+                     the log's changes"
+                )))
+            }
+            (LogState::External, _) if !opts.allow_dirty_log => {
+                return Err(refuse(
+                    "the XFS log is on an external device, which was not given, so whether it \
+                     needs recovery cannot be told; read it as it stands only if the guest was \
+                     shut down cleanly"
+                        .into(),
+                ))
+            }
+            _ => {}
         }
         Ok(XfsFs {
             vol,
@@ -195,6 +212,16 @@ impl XfsFs {
     /// space and inode btrees are read (and checked) when a change first touches them.
     pub fn open_rw(dev: Arc<dyn BlockDev>) -> Result<XfsFs> {
         let mut fs = XfsFs::open(dev)?;
+        if let LogState::Replayed { .. } = fs.log {
+            return Err(transplant_formats::Error::refused(
+                fs.vol.name(),
+                "the XFS log needed recovery (the guest was not shut down cleanly); it is \
+                 replayed in memory for reading (ls, cat, mount without --rw, inspect work), \
+                 but writing after a replay is not implemented yet. Mount the filesystem once \
+                 under Linux (on a copy) to replay its log, then retry",
+            )
+            .into());
+        }
         write::check_features(&fs)?;
         fs.rw = Some(Mutex::new(txn::State::default()));
         Ok(fs)
