@@ -446,3 +446,166 @@ fn v4_replays_like_the_kernel_where_it_mounts_v4() {
         churn: 0,
     });
 }
+
+/// The dirty image with some bytes replaced, without copying it.
+struct Patched {
+    base: Arc<Vec<u8>>,
+    patches: BTreeMap<u64, Vec<u8>>,
+}
+
+impl BlockDev for Patched {
+    fn len(&self) -> u64 {
+        self.base.len() as u64
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> transplant_formats::Result<()> {
+        transplant_formats::error::check_range("p", offset, buf.len() as u64, self.len())?;
+        let end = offset + buf.len() as u64;
+        buf.copy_from_slice(&self.base[offset as usize..end as usize]);
+        for (&at, p) in &self.patches {
+            let (lo, hi) = (at.max(offset), (at + p.len() as u64).min(end));
+            if lo < hi {
+                buf[(lo - offset) as usize..(hi - offset) as usize]
+                    .copy_from_slice(&p[(lo - at) as usize..(hi - at) as usize]);
+            }
+        }
+        Ok(())
+    }
+    fn name(&self) -> &str {
+        "patched"
+    }
+}
+
+fn be32(b: &[u8], o: usize) -> u32 {
+    u32::from_be_bytes(b[o..o + 4].try_into().unwrap())
+}
+
+/// The record CRC the kernel computes (`xlog_cksum`), so mutations get past it.
+fn record_crc(hdrs: &[u8], data: &[u8]) -> u32 {
+    let mut h = hdrs[..328].to_vec();
+    h[32..36].fill(0);
+    let mut c = crc32c::crc32c(&h);
+    for j in 1..data.len().div_ceil(32768) {
+        c = crc32c::crc32c_append(c, &hdrs[j * 512..j * 512 + 260]);
+    }
+    crc32c::crc32c_append(c, data)
+}
+
+/// Garbage, truncated and inconsistent log records (with their CRCs made to match, so
+/// the parsers see them) give errors or a filesystem, never a panic.
+#[test]
+fn hostile_log_records_fail_cleanly() {
+    if !can_mount() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("dirty.img");
+    let mnt = dir.path().join("mnt");
+    mkfs(&img, 64, &[]);
+    {
+        let _m = Mounted::new(&img, &mnt).unwrap();
+        workload(&mnt, false);
+    }
+    let base = Arc::new(std::fs::read(&img).unwrap());
+    let sb = &base[..512];
+    let bs = u64::from(be32(sb, 4));
+    let agblocks = u64::from(be32(sb, 84));
+    let agblklog = sb[124];
+    let logstart = u64::from_be_bytes(sb[48..56].try_into().unwrap());
+    let log = ((logstart >> agblklog) * agblocks + (logstart & ((1 << agblklog) - 1))) * bs;
+    // The records from the start of the log, up to where mkfs's empty ones begin.
+    let mut recs = Vec::new();
+    let mut at = log;
+    while be32(&base, at as usize) == 0xfeed_babe {
+        let len = u64::from(be32(&base, at as usize + 12));
+        if len == 0 {
+            break;
+        }
+        let size = u64::from(be32(&base, at as usize + 320));
+        let hblks = if size > 32768 {
+            size.div_ceil(32768)
+        } else {
+            1
+        };
+        recs.push((at, hblks, len));
+        at += (hblks + len.div_ceil(512)) * 512;
+    }
+    assert!(recs.len() > 2, "{} records", recs.len());
+    let mut rng = 0x1234_5678_9abc_def0u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let (mut ok, mut corrupt, mut other) = (0, 0, 0);
+    for round in 0..200 {
+        let (at, hblks, len) = recs[next() as usize % recs.len()];
+        let hl = (hblks * 512) as usize;
+        let mut hdrs = base[at as usize..at as usize + hl].to_vec();
+        let mut data = base[at as usize + hl..at as usize + hl + len as usize].to_vec();
+        match round % 6 {
+            // Bytes of the data changed (the cycle stamps are left alone).
+            0 | 1 | 2 => {
+                for _ in 0..1 + next() % 8 {
+                    let i = next() as usize % data.len();
+                    if i % 512 >= 4 {
+                        data[i] = next() as u8;
+                    }
+                }
+            }
+            // Lengths and counts.
+            3 => hdrs[12..16].copy_from_slice(&(next() as u32 % (len as u32 + 4096)).to_be_bytes()),
+            4 => hdrs[40..44].copy_from_slice(&(next() as u32 % 100_000).to_be_bytes()),
+            // The tail pointer.
+            _ => hdrs[28..32].copy_from_slice(&(next() as u32 % 20_000).to_be_bytes()),
+        }
+        let n = (be32(&hdrs, 12) as usize).min(data.len());
+        let crc = record_crc(&hdrs, &data[..n]);
+        hdrs[32..36].copy_from_slice(&crc.to_le_bytes());
+        let mut patches = BTreeMap::new();
+        patches.insert(at, hdrs);
+        patches.insert(at + hl as u64, data);
+        let dev = Arc::new(Patched {
+            base: base.clone(),
+            patches,
+        });
+        match XfsFs::open(dev) {
+            Ok(fs) => {
+                ok += 1;
+                // Whatever it replayed reads without panicking.
+                let mut todo = vec![b"/".to_vec()];
+                let mut seen = 0;
+                while let Some(d) = todo.pop() {
+                    let Ok(entries) = fs.read_dir(&d) else {
+                        continue;
+                    };
+                    for e in entries {
+                        seen += 1;
+                        if seen > 3000 {
+                            break;
+                        }
+                        let mut p = d.clone();
+                        if p.last() != Some(&b'/') {
+                            p.push(b'/');
+                        }
+                        p.extend_from_slice(&e.name);
+                        if e.kind == FileKind::Dir {
+                            todo.push(p);
+                        } else {
+                            let _ = fs.read(&p, 0, &mut [0u8; 4096]);
+                        }
+                    }
+                }
+            }
+            Err(e) => match e.kind() {
+                transplant_formats::ErrorKind::Corrupt => corrupt += 1,
+                _ => {
+                    other += 1;
+                    eprintln!("{e}");
+                }
+            },
+        }
+    }
+    eprintln!("hostile records: {ok} opened, {corrupt} corrupt, {other} other");
+    assert!(corrupt > 0);
+}
