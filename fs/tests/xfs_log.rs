@@ -545,7 +545,7 @@ fn hostile_log_records_fail_cleanly() {
         let mut data = base[at as usize + hl..at as usize + hl + len as usize].to_vec();
         match round % 6 {
             // Bytes of the data changed (the cycle stamps are left alone).
-            0 | 1 | 2 => {
+            0..=2 => {
                 for _ in 0..1 + next() % 8 {
                     let i = next() as usize % data.len();
                     if i % 512 >= 4 {
