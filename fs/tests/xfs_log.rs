@@ -609,3 +609,113 @@ fn hostile_log_records_fail_cleanly() {
     eprintln!("hostile records: {ok} opened, {corrupt} corrupt, {other} other");
     assert!(corrupt > 0);
 }
+
+/// `xfs_repair -n` findings: lines a clean run does not print.
+fn repair_findings(img: &Path) -> Vec<String> {
+    const CLEAN: &[&str] = &[
+        "Phase ",
+        "agno = ",
+        "Cannot get host filesystem geometry",
+        "Repair may fail if there is a sector size mismatch",
+        "the image and the host filesystem",
+        "zero log",
+        "scan filesystem freespace and inode maps",
+        "found root inode chunk",
+        "scan (but don't clear) agi unlinked lists",
+        "process known inodes and perform inode discovery",
+        "process newly discovered inodes",
+        "setting up duplicate extent list",
+        "check for inodes claiming duplicate blocks",
+        "No modify flag set",
+        "traversing filesystem",
+        "traversal finished",
+        "moving disconnected inodes to lost+found",
+    ];
+    let out = Command::new("xfs_repair")
+        .args(["-n", "-f"])
+        .arg(img)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut odd: Vec<String> = text
+        .lines()
+        .map(|l| l.trim_start_matches([' ', '\t', '-']).trim().to_string())
+        .filter(|l| !l.is_empty() && !CLEAN.iter().any(|ok| l.starts_with(ok)))
+        .collect();
+    if !out.status.success() {
+        odd.push(format!("exit status {}", out.status));
+    }
+    odd
+}
+
+/// Writing after a replay (as `convert` does, through an overlay): the replay goes
+/// through and the log is closed, so `xfs_repair -n` finds nothing and the kernel
+/// mounts it without recovery and sees the log's changes and ours.
+#[test]
+fn writes_after_replay_leave_a_clean_filesystem() {
+    if !can_mount() || !have("xfs_repair") {
+        return;
+    }
+    for (mkfs_opts, reflink) in [(&[][..], false), (&["-m", "reflink=1,rmapbt=1"][..], true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("dirty.img");
+        let out = dir.path().join("out.img");
+        let copy = dir.path().join("replayed.img");
+        let mnt = dir.path().join("mnt");
+        mkfs(&img, 64, mkfs_opts);
+        {
+            let _m = Mounted::new(&img, &mnt).unwrap();
+            workload(&mnt, reflink);
+        }
+        std::fs::copy(&img, &copy).unwrap();
+        let mut reference = {
+            let _m = Mounted::new(&copy, &mnt).unwrap();
+            kernel_tree(&mnt)
+        };
+        std::fs::copy(&img, &out).unwrap();
+        let base: Arc<dyn BlockDev> =
+            Arc::new(transplant_formats::RawFile::open(&out, true).unwrap());
+        let ov = Arc::new(transplant_formats::Overlay::new(base));
+        let fs = XfsFs::open_rw(ov.clone()).unwrap();
+        assert!(matches!(fs.log_state(), LogState::Replayed { .. }));
+        let attrs = transplant_fs::SetAttrs {
+            mode: Some(0o644),
+            ..Default::default()
+        };
+        let node = transplant_fs::NewNode::File(b"written after the replay\n");
+        fs.create(b"/etc/added", node, &attrs).unwrap();
+        fs.write_file(b"/new/deep/f2", b"rewritten").unwrap();
+        fs.remove(b"/new/deep/f0").unwrap();
+        fs.sync().unwrap();
+        drop(fs);
+        ov.commit().unwrap();
+        let found = repair_findings(&out);
+        assert!(found.is_empty(), "{mkfs_opts:?}: xfs_repair -n: {found:#?}");
+        let fs = XfsFs::open(dev(&out)).unwrap();
+        assert_eq!(fs.log_state(), &LogState::Clean);
+        drop(fs);
+        let seen = {
+            let _m = Mounted::new(&out, &mnt).unwrap();
+            kernel_tree(&mnt)
+        };
+        reference.remove("/new/deep/f0");
+        let f2 = reference.get_mut("/new/deep/f2").unwrap();
+        f2.data = b"rewritten".to_vec();
+        f2.size = 9;
+        let added = &seen["/etc/added"];
+        assert_eq!(added.data, b"written after the replay\n");
+        let mut seen = seen;
+        seen.remove("/etc/added");
+        assert_eq!(
+            seen.keys().collect::<Vec<_>>(),
+            reference.keys().collect::<Vec<_>>()
+        );
+        for (k, v) in &reference {
+            assert_eq!(&seen[k], v, "{k}");
+        }
+    }
+}

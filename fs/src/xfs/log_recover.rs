@@ -33,6 +33,10 @@ const EXT_HEADER_CRC_LEN: usize = 260;
 pub(crate) struct Recovered {
     pub dev: ReplayDev,
     pub transactions: usize,
+    /// The log head recovery walked to.
+    pub head: u64,
+    /// The last records were torn (partly written) and left out.
+    pub torn: bool,
 }
 
 /// Intent items and their done items: (intent type, done type, what it is).
@@ -50,9 +54,11 @@ const INTENTS: &[(u16, u16, &str)] = &[
 const LI_DQUOT: u16 = 0x123d;
 const LI_QUOTAOFF: u16 = 0x123e;
 
-/// The records from the tail to the head, their data unpacked, each with the byte
-/// offset of its header.
-fn records(log: &Log, span: &Span) -> Result<Vec<(u64, RecHeader, Vec<u8>)>> {
+/// A record: the byte offset of its header, the header, its data unpacked.
+type Record = (u64, RecHeader, Vec<u8>);
+
+/// The records from the tail to the head, and whether the last were torn.
+fn records(log: &Log, span: &Span) -> Result<(Vec<Record>, bool)> {
     let vol = log.vol;
     let sb = &vol.sb;
     let dist = (span.head + log.bbs - span.tail) % log.bbs;
@@ -98,7 +104,7 @@ fn records(log: &Log, span: &Span) -> Result<Vec<(u64, RecHeader, Vec<u8>)>> {
             if idx + IN_FLIGHT_RECORDS >= count {
                 // A torn write among the records in flight when the system stopped:
                 // the log ends before it, as the kernel's head verification decides.
-                break;
+                return Ok((out, true));
             }
             return Err(vol.corrupt("log record", off, "CRC mismatch"));
         }
@@ -106,7 +112,7 @@ fn records(log: &Log, span: &Span) -> Result<Vec<(u64, RecHeader, Vec<u8>)>> {
             .ok_or_else(|| vol.corrupt("log record", off, "short extended headers"))?;
         out.push((off, h, data));
     }
-    Ok(out)
+    Ok((out, false))
 }
 
 fn crc_matches(h: &RecHeader, hdrs: &[u8], data: &[u8]) -> bool {
@@ -207,7 +213,8 @@ pub(crate) fn recover(vol: &Volume, span: &Span) -> Result<Recovered> {
         return Err(vol.unsupported("recovering an external XFS log"));
     };
     let mut parser = Parser::default();
-    for (off, h, data) in records(&log, span)? {
+    let (recs, torn) = records(&log, span)?;
+    for (off, h, data) in recs {
         parser
             .record(&data, h.num_ops, h.lsn)
             .map_err(|d| vol.corrupt("log record", off, d))?;
@@ -233,5 +240,7 @@ pub(crate) fn recover(vol: &Volume, span: &Span) -> Result<Recovered> {
     Ok(Recovered {
         dev: r.dev,
         transactions: trans.len(),
+        head: span.head,
+        torn,
     })
 }

@@ -23,6 +23,11 @@ impl ReplayDev {
         }
     }
 
+    /// The sectors recovery changed, in order: what a writer must put on the device.
+    pub fn changed(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.sectors.iter().map(|(&s, b)| (s * SECTOR, &b[..]))
+    }
+
     /// How many sectors recovery changed.
     #[cfg(test)]
     pub fn changed_sectors(&self) -> usize {

@@ -32,6 +32,7 @@ mod ialloc;
 mod inode;
 mod log;
 mod log_recover;
+mod log_recover_clear;
 mod log_recover_dev;
 mod log_recover_items;
 mod log_recover_record;
@@ -126,6 +127,13 @@ impl XfsFs {
     }
 
     pub fn open_with(dev: Arc<dyn BlockDev>, opts: XfsOptions) -> Result<XfsFs> {
+        XfsFs::open_inner(dev, opts, false)
+    }
+
+    /// `write_through`: a log that needs recovery is replayed onto `dev` itself (which
+    /// must be writable, normally an overlay) and closed, so the filesystem can be
+    /// changed; otherwise the replay stays in memory.
+    fn open_inner(dev: Arc<dyn BlockDev>, opts: XfsOptions, write_through: bool) -> Result<XfsFs> {
         let name = dev.name().to_string();
         let sb_err = |e: SbError| match e {
             SbError::Corrupt(detail) => Error::Corrupt {
@@ -171,12 +179,20 @@ impl XfsFs {
             (LogState::Dirty(_), Some(span)) => {
                 let rec = log_recover::recover(&vol, &span)?;
                 let transactions = rec.transactions;
-                let dev: Arc<dyn BlockDev> = Arc::new(rec.dev);
+                let dev: Arc<dyn BlockDev> = if write_through {
+                    log_recover_clear::write_through(&vol, &rec)?;
+                    vol.dev.clone()
+                } else {
+                    Arc::new(rec.dev)
+                };
                 // Recovery may have replayed the superblock itself.
                 let mut head = vec![0u8; usize::from(vol.sb.sectsize)];
                 dev.read_at(&mut head, 0)?;
                 let sb = Superblock::parse(&head).map_err(sb_err)?;
                 vol = Volume { dev, sb };
+                if write_through && !matches!(log::examine(&vol)?.0, LogState::Clean) {
+                    return Err(vol.corrupt("log", 0, "still not clean after recovery closed it"));
+                }
                 log = LogState::Replayed { transactions };
             }
             (LogState::Dirty(why), None) => {
@@ -206,23 +222,19 @@ impl XfsFs {
         })
     }
 
-    /// Opens for writing (normally over an `Overlay`), refusing what is not safe to
-    /// change: a log that needs recovery or lives on another device, quota accounting,
+    /// Opens for writing (normally over an `Overlay`). A log that needs recovery is
+    /// replayed onto `dev` and closed first (the result, once written out, mounts
+    /// without recovery). Refuses what is not safe to change: a log whose recovery
+    /// cannot be finished (see [`log_recover_clear`]) or that lives on another device, quota accounting,
     /// parent pointers, case-insensitive names, unknown feature bits. The AGs' free
     /// space and inode btrees are read (and checked) when a change first touches them.
     pub fn open_rw(dev: Arc<dyn BlockDev>) -> Result<XfsFs> {
-        let mut fs = XfsFs::open(dev)?;
-        if let LogState::Replayed { .. } = fs.log {
-            return Err(transplant_formats::Error::refused(
-                fs.vol.name(),
-                "the XFS log needed recovery (the guest was not shut down cleanly); it is \
-                 replayed in memory for reading (ls, cat, mount without --rw, inspect work), \
-                 but writing after a replay is not implemented yet. Mount the filesystem once \
-                 under Linux (on a copy) to replay its log, then retry",
-            )
-            .into());
-        }
+        let mut fs = XfsFs::open(dev.clone())?;
         write::check_features(&fs)?;
+        if let LogState::Replayed { .. } = fs.log {
+            // Checked on the replay in memory; now the replay goes onto `dev`.
+            fs = XfsFs::open_inner(dev, XfsOptions::default(), true)?;
+        }
         fs.rw = Some(Mutex::new(txn::State::default()));
         Ok(fs)
     }
