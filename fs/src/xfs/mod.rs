@@ -17,8 +17,10 @@
 //!
 //! A log that needs recovery (a guest not shut down cleanly) is replayed in memory at
 //! open ([`log_recover`]): reads see the filesystem as the kernel would after mount,
-//! and the device is not written. What recovery cannot do is refused with the reason,
-//! unless the caller asks to read the filesystem as it stands.
+//! and the device is not written; opened for writing, the replay goes onto the device
+//! (an overlay) and the log is closed ([`log_recover_clear`]). What recovery cannot do
+//! is refused with the reason, unless the caller asks to read the filesystem as it
+//! stands.
 
 mod attr;
 mod bmbt;
