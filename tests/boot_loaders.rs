@@ -28,7 +28,7 @@ fn write(root: &Path, path: &str, text: &[u8]) {
 fn grubenv(vars: &str) -> Vec<u8> {
     let mut s = format!("# GRUB Environment Block\n{vars}");
     let pad = 1024 - s.len();
-    s.extend(std::iter::repeat_n('#', pad));
+    s.push_str(&"#".repeat(pad));
     s.into_bytes()
 }
 
