@@ -6,7 +6,8 @@
 //! mboot.c32`, `APPEND xen.gz ... --- vmlinuz ... --- initrd`) keeps its hypervisor part;
 //! the kernel part after the first `---` is rewritten like any other. When `DEFAULT` (or
 //! `ONTIMEOUT`) names a label that starts Xen or a Xen PV kernel, it moves to the first
-//! label whose kernel can boot the target.
+//! label whose kernel can boot the target; with a menu module (`DEFAULT vesamenu.c32`,
+//! `UI menu.c32`) the `MENU DEFAULT` mark moves instead.
 //!
 //! Keywords are case-insensitive and take the rest of the line, as SYSLINUX reads them.
 //! The generators' inputs (Alpine's `/etc/update-extlinux.conf`, Debian's
@@ -40,6 +41,8 @@ fn argument(body: &str, at: usize) -> &str {
 #[derive(Debug)]
 struct Label {
     name: String,
+    /// Index of its LABEL line.
+    line: usize,
     kernel: Option<String>,
     /// `KERNEL mboot.c32`: the APPEND line starts the Xen hypervisor.
     mboot: bool,
@@ -115,6 +118,8 @@ pub fn patch(file: &str, text: &str, ctx: &Context, usable_kernels: &[String]) -
     let mut labels: Vec<Label> = Vec::new();
     // Global `DEFAULT`/`ONTIMEOUT` lines (before the first LABEL): line index, value.
     let mut defaults: Vec<(usize, String)> = Vec::new();
+    // `MENU DEFAULT` inside a label (menu.c32/vesamenu.c32): label index, line index.
+    let mut menu_default: Option<(usize, usize)> = None;
     for (idx, (_, raw)) in lines.iter().enumerate() {
         let body = split_ending(raw).0;
         let Some((kw, at)) = keyword(body) else {
@@ -124,11 +129,15 @@ pub fn patch(file: &str, text: &str, ctx: &Context, usable_kernels: &[String]) -
         match kw.as_str() {
             "label" => labels.push(Label {
                 name: arg.to_string(),
+                line: idx,
                 kernel: None,
                 mboot: false,
                 mboot_kernel: None,
             }),
             "default" | "ontimeout" if labels.is_empty() => defaults.push((idx, arg.to_string())),
+            "menu" if arg.eq_ignore_ascii_case("default") => {
+                menu_default = labels.len().checked_sub(1).map(|l| (l, idx));
+            }
             "kernel" | "linux" => {
                 if let Some(l) = labels.last_mut() {
                     let img = arg.split_whitespace().next().unwrap_or("");
@@ -185,6 +194,51 @@ pub fn patch(file: &str, text: &str, ctx: &Context, usable_kernels: &[String]) -
         }
     }
 
+    // With a menu module, the label marked `MENU DEFAULT` is the default: the mark moves.
+    let by_label = defaults
+        .iter()
+        .any(|(_, v)| !v.ends_with(".c32") && labels.iter().any(|l| l.name == *v));
+    let mut menu_move: Option<(usize, usize, String)> = None;
+    if let (false, Some((li, line))) = (by_label, menu_default) {
+        let cur = labels.get(li);
+        if let Some((cur, why)) = cur.and_then(|c| Some((c, c.unusable(usable_kernels)?))) {
+            match first_ok.and_then(|i| labels.get(i)) {
+                Some(ok) => {
+                    menu_move = Some((
+                        line,
+                        ok.line,
+                        format!(
+                            "label {} {why}, which cannot boot on {}; MENU DEFAULT moves to \
+                             label {}, which can",
+                            cur.name,
+                            ctx.target.name(),
+                            ok.name
+                        ),
+                    ))
+                }
+                None => ed.warn(
+                    Some(line + 1),
+                    format!(
+                        "label {} {why}, and no label boots a kernel known to run on {}; \
+                         left as is",
+                        cur.name,
+                        ctx.target.name()
+                    ),
+                ),
+            }
+        }
+    }
+    let menu_indent = menu_move
+        .as_ref()
+        .and_then(|(l, _, _)| lines.get(*l))
+        .map(|(_, raw)| {
+            let b = split_ending(raw).0;
+            b.get(..b.len() - b.trim_start().len())
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+
     let mut in_mboot = false;
     for (idx, (n, raw)) in lines.iter().enumerate() {
         let (n, raw) = (*n, *raw);
@@ -195,14 +249,25 @@ pub fn patch(file: &str, text: &str, ctx: &Context, usable_kernels: &[String]) -
         };
         if let Some((_, label, reason)) = new_defaults.iter().find(|d| d.0 == idx) {
             let end = at + argument(body, at).len();
-            let new = format!("{}{label}{}", &body[..at], body.get(end..).unwrap_or(""));
+            let new = format!(
+                "{}{label}{}",
+                body.get(..at).unwrap_or(""),
+                body.get(end..).unwrap_or("")
+            );
             ed.replace(n, raw, &new, reason.clone());
+            continue;
+        }
+        if let Some((_, _, reason)) = menu_move.as_ref().filter(|m| m.0 == idx) {
+            ed.remove(n, raw, reason.clone());
             continue;
         }
         match kw.as_str() {
             "label" => {
                 in_mboot = false;
                 ed.keep(raw);
+                if let Some((_, _, reason)) = menu_move.as_ref().filter(|m| m.1 == idx) {
+                    ed.insert(n, &format!("{menu_indent}MENU DEFAULT"), reason.clone());
+                }
             }
             "kernel" | "linux" => {
                 in_mboot = is_mboot(argument(body, at).split_whitespace().next().unwrap_or(""));
@@ -405,6 +470,28 @@ label rescue
         // Physical: the Xen console goes, the screen stays.
         let p = patch("f", XEN, &ctx(Target::Physical), &usable);
         assert!(p.text.unwrap().contains("\nappend ro console=tty0\n"));
+    }
+
+    #[test]
+    fn menu_default_moves_off_xen() {
+        let t = "UI menu.c32\nLABEL xen\n  MENU LABEL Xen\n  MENU DEFAULT\n  KERNEL mboot.c32\n  APPEND xen.gz --- vmlinuz-3.2.0-4-amd64 root=UUID=x --- initrd.img\nLABEL linux\n  KERNEL vmlinuz-3.2.0-4-amd64\n  APPEND root=UUID=x\n";
+        let c = ctx(Target::Kvm);
+        let usable = vec!["3.2.0-4-amd64".to_string()];
+        let p = patch("/boot/syslinux/syslinux.cfg", t, &c, &usable);
+        let out = p.text.clone().unwrap();
+        assert_eq!(
+            out,
+            t.replace("  MENU DEFAULT\n", "")
+                .replace("LABEL linux\n", "LABEL linux\n  MENU DEFAULT\n")
+        );
+        assert_eq!(p.edits.len(), 2);
+        assert!(p.edits[0]
+            .reason
+            .contains("MENU DEFAULT moves to label linux"));
+        assert!(patch("f", &out, &c, &usable).text.is_none());
+        let p = patch("f", t, &c, &[]);
+        assert!(p.text.is_none());
+        assert_eq!(p.warnings.len(), 1);
     }
 
     #[test]
