@@ -233,4 +233,6 @@ fn lilo_is_refused_unless_forced() {
         "{out}"
     );
     assert!(out.contains("+  append = \"console=ttyS0\""), "{out}");
+    let said = format!("{out}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(said.contains("run `lilo`"), "{said}");
 }

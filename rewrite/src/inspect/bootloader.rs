@@ -527,6 +527,14 @@ pub fn bootloader_files(guest: &dyn GuestFiles) -> Vec<String> {
 
 pub fn find(guest: &dyn GuestFiles, fstab_has_esp: bool, arch: Option<&str>) -> Bootloader {
     let files = bootloader_files(guest);
+    let mut notes = Vec::new();
+    if guest.exists("/etc/lilo.conf") {
+        notes.push(
+            "/etc/lilo.conf exists: LILO is taken as the loader only when no GRUB or \
+             SYSLINUX config is found (the boot sector is not read)"
+                .to_string(),
+        );
+    }
     let mut b = Bootloader {
         kind: LoaderKind::None,
         config: None,
@@ -536,7 +544,7 @@ pub fn find(guest: &dyn GuestFiles, fstab_has_esp: bool, arch: Option<&str>) -> 
         default_source: None,
         efi: efi_layout(guest, fstab_has_esp, arch),
         files: files.clone(),
-        notes: Vec::new(),
+        notes,
     };
     let grubenv = ["/boot/grub2/grubenv", "/boot/grub/grubenv"]
         .iter()

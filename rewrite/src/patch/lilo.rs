@@ -6,8 +6,8 @@
 //! rescue system) on the new disk. So the file is rewritten — `boot=`, `disk=`, `other=`
 //! (device paths), `root=` (a device, or `"UUID=..."` as LILO 22.8 and later accept), and
 //! the command lines of `append=`, `addappend=` and `literal=` through
-//! [`cmdline::rewrite`] — so that the `lilo` run after the move installs the right thing,
-//! and every rewrite of a LILO config carries a warning saying that run is needed.
+//! [`cmdline::rewrite`] — so that the `lilo` run after the move installs the right thing;
+//! the plan adds [`rerun_warning`] when LILO is what boots the guest.
 //! Inspection makes a guest that boots with LILO a blocker ([`rerun_message`]).
 //!
 //! Syntax as lilo.conf(5) gives it: `name`, `name=value`, `name = value` or `name="a b"`
@@ -111,6 +111,12 @@ pub fn rerun_message(config: &str, target: Target) -> String {
     )
 }
 
+/// The warning a conversion of a LILO guest carries (the plan adds it when inspection
+/// finds LILO is the guest's loader, which `--force` let through).
+pub fn rerun_warning(file: &str, target: Target) -> Warning {
+    Warning::new(Some(file), None, rerun_message(file, target))
+}
+
 fn quote_if_needed(new: &str, quoted: bool) -> String {
     if !quoted && (new.contains(char::is_whitespace) || new.contains('=')) {
         format!("\"{new}\"")
@@ -124,15 +130,11 @@ pub fn patch(file: &str, text: &str, ctx: &Context) -> Patched {
     let mut splices: Vec<Splice> = Vec::new();
     let mut warnings: Vec<Warning> = Vec::new();
     let mut offset = 0;
-    let mut is_lilo = false;
     for (n, raw) in lines_with_endings(text) {
         let body = split_ending(raw).0;
         let base = offset;
         offset += raw.len();
         for it in items(body) {
-            if matches!(it.name.as_str(), "image" | "boot" | "map" | "install") {
-                is_lilo = true;
-            }
             let Some((r, quoted)) = it.value else {
                 continue;
             };
@@ -182,16 +184,6 @@ pub fn patch(file: &str, text: &str, ctx: &Context) -> Patched {
                 _ => {}
             }
         }
-    }
-    if is_lilo {
-        warnings.push(Warning::new(
-            Some(file),
-            None,
-            format!(
-                "{}; if LILO is not what boots this guest, ignore this",
-                rerun_message(file, ctx.target)
-            ),
-        ));
     }
     super::splice(file, text, splices, warnings)
 }
@@ -262,9 +254,10 @@ other = /dev/sda4
         assert!(out.contains("\nother = /dev/vda4\n"), "{out}");
         assert!(out.starts_with("# LILO configuration file\n"));
         assert_eq!(p.edits.len(), 6, "{:?}", p.edits);
-        let w: Vec<&str> = p.warnings.iter().map(|w| w.message.as_str()).collect();
-        assert_eq!(w.len(), 1, "{w:?}");
-        assert!(w[0].contains("run `lilo`"), "{w:?}");
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        assert!(rerun_warning("/etc/lilo.conf", Target::Kvm)
+            .message
+            .contains("run `lilo`"));
         let again = patch("/etc/lilo.conf", &out, &c);
         assert!(again.text.is_none());
         // Renaming: names on the new bus, no quotes needed.
@@ -280,7 +273,7 @@ other = /dev/sda4
         let out = p.text.unwrap();
         assert!(out.contains("\tappend=\"console=tty0 quiet\"\n"), "{out}");
         assert!(out.contains("\troot=/dev/sdb1\n"));
-        assert_eq!(p.warnings.len(), 3, "{:?}", p.warnings);
+        assert_eq!(p.warnings.len(), 2, "{:?}", p.warnings);
         // Not a LILO config, nothing to change: nothing said.
         let p = patch("/etc/lilo.conf", "# empty\n", &c);
         assert!(p.text.is_none() && p.warnings.is_empty());

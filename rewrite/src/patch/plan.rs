@@ -443,6 +443,9 @@ pub fn plan_with(
                 };
                 let (text, utf8) = decode(&bytes);
                 let mut p = kind.patch(&real, &text, ctx, opts);
+                if kind == TextKind::Lilo && boot.kind == crate::inspect::LoaderKind::Lilo {
+                    p.warnings.push(lilo::rerun_warning(&real, ctx.target));
+                }
                 if kind == TextKind::Grubenv && boots_saved {
                     let cur = p.text.clone().unwrap_or_else(|| text.clone());
                     let q = grub2::patch_saved_entry(
@@ -826,9 +829,16 @@ mod tests {
             .contains(" append root=UUID=9e8d7c6b-5a49-4838-a726-151413121110 ro console=ttyS0\n"));
         assert!(text(3).starts_with("boot=/dev/vda\n"));
         assert!(text(5).ends_with("exec /sbin/getty -8 38400 ttyS0\n"));
-        assert!(p.warnings.iter().any(|w| w.message.contains("run `lilo`")));
+        // lilo.conf is left over beside GRUB: rewritten, but no call to run lilo.
+        assert!(!p.warnings.iter().any(|w| w.message.contains("run `lilo`")));
         let again = plan(&apply(&g, &p), &c, &opts);
         assert!(again.changes.is_empty(), "{:?}", again.changes);
+        let lilo_only = g
+            .clone()
+            .without("/boot/grub/grub.cfg")
+            .without("/boot/extlinux/extlinux.conf");
+        let p = plan(&lilo_only, &c, &opts);
+        assert!(p.warnings.iter().any(|w| w.message.contains("run `lilo`")));
         // Physical: the job is disabled, no serial job.
         let p = plan(&g, &ctx(Target::Physical), &opts);
         assert!(!p.changes.iter().any(|c| c.path == "/etc/init/ttyS0.conf"));
