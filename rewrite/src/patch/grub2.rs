@@ -369,11 +369,14 @@ pub fn patch_saved_entry(
     let Some(body_end) = text.rfind('\n').map(|i| i + 1) else {
         return Patched::unchanged();
     };
-    if !text.starts_with(GRUBENV_HEADER) || !text[body_end..].bytes().all(|b| b == b'#') {
+    let (Some(body), Some(padding)) = (text.get(..body_end), text.get(body_end..)) else {
+        return Patched::unchanged();
+    };
+    if !text.starts_with(GRUBENV_HEADER) || !padding.bytes().all(|b| b == b'#') {
         return Patched::unchanged();
     }
     let mut ed = LineEditor::new(file);
-    for (n, raw) in lines_with_endings(&text[..body_end]) {
+    for (n, raw) in lines_with_endings(body) {
         let body = split_ending(raw).0;
         let Some((key, value)) = body.split_once('=') else {
             ed.keep(raw);
