@@ -4,8 +4,6 @@
 //! `mtype` prints; after each write `fsck.fat -n` must find nothing to fix and mtools
 //! must read back exactly what was written. Needs dosfstools and mtools.
 
-#![allow(dead_code, unused_imports)] // the write tests land next
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -167,6 +165,30 @@ impl Image {
         v
     }
 
+    /// Every file as mtools reads it, copied out at once (`mcopy -s`, faster than one
+    /// mtype per file).
+    fn extract(&self) -> BTreeMap<String, Vec<u8>> {
+        let out = tempfile::tempdir().unwrap();
+        let dest = format!("{}/", out.path().display());
+        if !self.mdir().is_empty() {
+            mtools("mcopy", &self.path, &["-s", "-n", "::/*", &dest]);
+        }
+        fn walk_host(root: &Path, dir: &Path, m: &mut BTreeMap<String, Vec<u8>>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk_host(root, &p, m);
+                } else {
+                    let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                    m.insert(format!("/{rel}"), std::fs::read(&p).unwrap());
+                }
+            }
+        }
+        let mut m = BTreeMap::new();
+        walk_host(out.path(), out.path(), &mut m);
+        m
+    }
+
     fn mtype(&self, p: &str) -> Vec<u8> {
         mtools("mtype", &self.path, &[&format!("::{p}")])
     }
@@ -228,14 +250,22 @@ fn read_all(fs: &dyn Filesystem, p: &str) -> Vec<u8> {
 
 /// Our listing equals mdir's, every file reads as mtype prints it and as it was put in.
 fn compare(img: &Image, fs: &dyn Filesystem) {
+    compare_with(img, fs, &img.files)
+}
+
+fn compare_with(img: &Image, fs: &dyn Filesystem, model: &BTreeMap<String, Vec<u8>>) {
     let mut ours = Vec::new();
     walk(fs, "/", &mut ours);
     ours.sort();
     assert_eq!(ours, img.mdir());
+    let theirs = img.extract();
     for p in ours.iter().filter(|p| !p.ends_with('/')) {
         let data = read_all(fs, p);
-        assert!(data == img.mtype(p), "{p}: content differs from mtype");
-        if let Some(want) = img.files.get(p) {
+        assert!(
+            Some(&data) == theirs.get(p),
+            "{p}: content differs from mtools'"
+        );
+        if let Some(want) = model.get(p) {
             assert!(&data == want, "{p}: content differs from what was put in");
         }
     }
@@ -304,4 +334,332 @@ fn read_fat16() {
 #[test]
 fn read_fat32() {
     check_read(32, 40 * 1024, true, FatType::Fat32);
+}
+
+impl Image {
+    /// Opens writable over an overlay, runs `f`, commits, and checks with fsck.fat.
+    fn step(&self, what: &str, f: impl FnOnce(&FatFs) -> transplant_fs::Result<()>) {
+        let base: Arc<dyn BlockDev> = Arc::new(RawFile::open(&self.path, true).unwrap());
+        let ov = Arc::new(Overlay::new(base));
+        let fs = FatFs::open_rw(ov.clone()).unwrap();
+        assert!(fs.writable());
+        f(&fs).unwrap_or_else(|e| panic!("{what}: {e}"));
+        fs.sync().unwrap();
+        ov.commit().unwrap();
+        self.fsck(what);
+    }
+
+    /// mdir lists exactly `model` (files and, with a trailing slash, directories) and
+    /// mtype prints each file's content; our reader agrees with both.
+    fn expect(&self, what: &str, model: &BTreeMap<String, Vec<u8>>) {
+        let mut want: Vec<String> = Vec::new();
+        for p in model.keys() {
+            let mut d = String::new();
+            for c in p
+                .trim_start_matches('/')
+                .split('/')
+                .collect::<Vec<_>>()
+                .split_last()
+                .unwrap()
+                .1
+            {
+                d.push('/');
+                d.push_str(c);
+                want.push(format!("{d}/"));
+            }
+            if !p.ends_with('/') {
+                want.push(p.clone());
+            }
+        }
+        want.sort();
+        want.dedup();
+        assert_eq!(self.mdir(), want, "{what}: mdir");
+        let theirs = self.extract();
+        for (p, data) in model.iter().filter(|(p, _)| !p.ends_with('/')) {
+            assert!(
+                theirs.get(p) == Some(data),
+                "{what}: mtools reads {p} differently"
+            );
+        }
+        for p in ["/EFI/redhat/grubenv", "/EFI/redhat/grubx64.efi"] {
+            assert!(Some(&self.mtype(p)) == model.get(p), "{what}: mtype {p}");
+        }
+        compare_with(self, &self.open(), model);
+    }
+}
+
+fn check_write(fat: u8, kib: u32) {
+    if !tools() {
+        return;
+    }
+    let img = Image::new(fat, kib, false);
+    let mut model = img.files.clone();
+    let shim = model["/EFI/redhat/shimx64-redhat.efi"].clone();
+
+    img.step("removing EFI/BOOT", |fs| {
+        fs.remove(b"/EFI/BOOT/BOOTX64.EFI")?;
+        assert!(matches!(fs.remove(b"/EFI"), Err(Error::NotEmpty(_))));
+        fs.remove(b"/EFI/BOOT")
+    });
+    model.remove("/EFI/BOOT/BOOTX64.EFI");
+    img.expect("removing EFI/BOOT", &model);
+
+    let a = SetAttrs::default();
+    img.step("a new EFI/BOOT with the fallback loader", |fs| {
+        fs.create(b"/EFI/BOOT", NewNode::Dir, &a)?;
+        fs.create(b"/EFI/BOOT/BOOTX64.EFI", NewNode::File(&shim), &a)?;
+        fs.create(b"/EFI/BOOT/grubx64.efi", NewNode::File(b"grub"), &a)?;
+        fs.create(b"/EFI/BOOT/BOOTX64.CSV", NewNode::File(b""), &a)
+    });
+    model.insert("/EFI/BOOT/BOOTX64.EFI".into(), shim.clone());
+    model.insert("/EFI/BOOT/grubx64.efi".into(), b"grub".to_vec());
+    model.insert("/EFI/BOOT/BOOTX64.CSV".into(), Vec::new());
+    img.expect("a new EFI/BOOT", &model);
+    // BOOTX64.EFI is a plain 8.3 entry, grubx64.efi one with the lowercase bits: mdir
+    // shows neither with a long name.
+    let listing = String::from_utf8(mtools("mdir", &img.path, &["::/EFI/BOOT"])).unwrap();
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.trim_end().starts_with("BOOTX64  EFI") && !l.contains("BOOTX64.EFI")),
+        "{listing}"
+    );
+    assert!(
+        listing.lines().any(|l| l.starts_with("grubx64  efi")),
+        "{listing}"
+    );
+
+    let big = pattern(3 << 20, 9);
+    let mtime = Time {
+        secs: 1_700_000_000,
+        nanos: 0,
+    };
+    img.step("a 3 MiB file with a long name", |fs| {
+        let at = SetAttrs {
+            mtime: Some(mtime),
+            mode: Some(0o444),
+            ..Default::default()
+        };
+        fs.create(
+            b"/EFI/BOOT/A rather long file name.bin",
+            NewNode::File(&big),
+            &at,
+        )
+    });
+    model.insert("/EFI/BOOT/A rather long file name.bin".into(), big.clone());
+    img.expect("a 3 MiB file", &model);
+    let m = img
+        .open()
+        .lstat(b"/efi/boot/a RATHER long file name.bin")
+        .unwrap();
+    assert_eq!((m.size, m.mode, m.mtime), (3 << 20, 0o444, mtime));
+
+    img.step("replacing files (bigger, smaller, empty)", |fs| {
+        let mut env = b"# GRUB Environment Block\nsaved_entry=new\n".to_vec();
+        env.resize(1024, b'#');
+        fs.write_file(b"/EFI/redhat/grubenv", &env)?;
+        fs.write_file(b"/EFI/BOOT/A rather long file name.bin", b"small now")?;
+        fs.write_file(b"/EFI/BOOT/grubx64.efi", &pattern(200_000, 5))?;
+        fs.write_file(b"/Mixed.Case", b"was empty")?;
+        fs.write_file(b"/EFI/BOOT/BOOTX64.CSV", b"")
+    });
+    let mut env = b"# GRUB Environment Block\nsaved_entry=new\n".to_vec();
+    env.resize(1024, b'#');
+    model.insert("/EFI/redhat/grubenv".into(), env);
+    model.insert(
+        "/EFI/BOOT/A rather long file name.bin".into(),
+        b"small now".to_vec(),
+    );
+    model.insert("/EFI/BOOT/grubx64.efi".into(), pattern(200_000, 5));
+    model.insert("/Mixed.Case".into(), b"was empty".to_vec());
+    img.expect("replacing files", &model);
+
+    img.step("renames", |fs| {
+        fs.rename(b"/EFI/redhat/grub.cfg", b"/EFI/redhat/grub.cfg.old")?;
+        fs.rename(b"/Mixed.Case", b"/MIXED.CASE")?;
+        fs.rename(b"/EFI/BOOT/BOOTX64.CSV", b"/EFI/redhat/BOOTX64.CSV")?;
+        fs.rename(b"/many", b"/EFI/many")
+    });
+    let v = model.remove("/EFI/redhat/grub.cfg").unwrap();
+    model.insert("/EFI/redhat/grub.cfg.old".into(), v);
+    let v = model.remove("/Mixed.Case").unwrap();
+    model.insert("/MIXED.CASE".into(), v);
+    let v = model.remove("/EFI/BOOT/BOOTX64.CSV").unwrap();
+    model.insert("/EFI/redhat/BOOTX64.CSV".into(), v);
+    for k in model
+        .keys()
+        .filter(|k| k.starts_with("/many/"))
+        .cloned()
+        .collect::<Vec<_>>()
+    {
+        let v = model.remove(&k).unwrap();
+        model.insert(format!("/EFI{k}"), v);
+    }
+    img.expect("renames", &model);
+
+    img.step("growing a directory by clusters", |fs| {
+        fs.create(b"/grow", NewNode::Dir, &a)?;
+        for i in 0..120 {
+            let p = format!("/grow/a long name to take several slots {i:03}.txt");
+            fs.create(p.as_bytes(), NewNode::File(p.as_bytes()), &a)?;
+        }
+        Ok(())
+    });
+    for i in 0..120 {
+        let p = format!("/grow/a long name to take several slots {i:03}.txt");
+        model.insert(p.clone(), p.into_bytes());
+    }
+    img.expect("growing a directory", &model);
+
+    img.step("removing and reusing slots", |fs| {
+        for i in (0..120).step_by(3) {
+            fs.remove(format!("/grow/a long name to take several slots {i:03}.txt").as_bytes())?;
+        }
+        fs.create(b"/grow/x.txt", NewNode::File(b"x"), &a)?;
+        fs.remove(b"/EFI/many/entry-number-0007.conf")
+    });
+    for i in (0..120).step_by(3) {
+        model.remove(&format!(
+            "/grow/a long name to take several slots {i:03}.txt"
+        ));
+    }
+    model.insert("/grow/x.txt".into(), b"x".to_vec());
+    model.remove("/EFI/many/entry-number-0007.conf");
+    img.expect("removing", &model);
+
+    // What is refused, and how.
+    img.step("refusals", |fs| {
+        assert!(matches!(
+            fs.create(b"/EFI/boot", NewNode::Dir, &a),
+            Err(Error::Exists(_))
+        ));
+        assert!(matches!(
+            fs.create(b"/grow/X.TXT", NewNode::File(b""), &a),
+            Err(Error::Exists(_))
+        ));
+        assert!(matches!(
+            fs.create(b"/l", NewNode::Symlink(b"x"), &a),
+            Err(Error::Unsupported { .. })
+        ));
+        assert!(matches!(
+            fs.create(b"/a:b", NewNode::File(b""), &a),
+            Err(Error::Unsupported { .. })
+        ));
+        assert!(matches!(
+            fs.write_file(b"/EFI", b""),
+            Err(Error::IsADirectory(_))
+        ));
+        assert!(matches!(
+            fs.rename(b"/EFI", b"/EFI/BOOT/EFI"),
+            Err(Error::Refused { .. })
+        ));
+        assert!(matches!(
+            fs.create(b"/huge", NewNode::File(&vec![0; (kib as usize) << 10]), &a),
+            Err(Error::NoSpace(_))
+        ));
+        Ok(())
+    });
+    img.expect("refusals", &model);
+    let (free, cs) = img.open().free_clusters();
+    assert!(free > 0 && cs > 0);
+}
+
+#[test]
+fn write_fat12() {
+    check_write(12, 8 * 1024);
+}
+
+#[test]
+fn write_fat16() {
+    check_write(16, 20 * 1024);
+}
+
+#[test]
+fn write_fat32() {
+    check_write(32, 40 * 1024);
+}
+
+/// A volume marked dirty (by Linux in the boot sector, by Windows in FAT[1]) is refused
+/// for writing and still read.
+#[test]
+fn dirty_volumes_are_refused_for_writing() {
+    if !tools() {
+        return;
+    }
+    for (fat, kib) in [(16u8, 20 * 1024u32), (32, 40 * 1024)] {
+        let img = Image::new(fat, kib, false);
+        let pristine = std::fs::read(&img.path).unwrap();
+        let state = if fat == 32 { 65 } else { 37 };
+        let mut b = pristine.clone();
+        b[state] |= 1;
+        std::fs::write(&img.path, &b).unwrap();
+        let e = FatFs::open_rw(img.dev())
+            .err()
+            .expect("dirty volume opened rw");
+        assert!(
+            matches!(e, Error::Refused { .. }) && e.to_string().contains("fsck.fat"),
+            "{e}"
+        );
+        compare(&img, &img.open());
+        // FAT[1]'s clean-shutdown bit, in the first FAT.
+        let mut b = pristine.clone();
+        let fat0 = u16::from_le_bytes([b[14], b[15]]) as usize * 512;
+        if fat == 32 {
+            b[fat0 + 7] &= !0x08;
+        } else {
+            b[fat0 + 3] &= !0x80;
+        }
+        std::fs::write(&img.path, &b).unwrap();
+        assert!(matches!(
+            FatFs::open_rw(img.dev()),
+            Err(Error::Refused { .. })
+        ));
+        std::fs::write(&img.path, &pristine).unwrap();
+        assert!(FatFs::open_rw(img.dev()).is_ok());
+    }
+}
+
+/// Hostile changes to a real image: a looping chain and one that leaves the volume are
+/// errors naming the file, and the rest stays readable.
+#[test]
+fn broken_chains_are_corrupt() {
+    if !tools() {
+        return;
+    }
+    let img = Image::new(16, 20 * 1024, false);
+    let fs = img.open();
+    let mut b = std::fs::read(&img.path).unwrap();
+    // Find BOOTX64.EFI's first cluster through a read-only walk of its directory bytes.
+    let raw = |name: &[u8; 11], b: &[u8]| -> usize {
+        b.chunks_exact(32).position(|e| &e[..11] == name).unwrap() * 32
+    };
+    let at = raw(b"BOOTX64 EFI", &b);
+    let first = u16::from_le_bytes([b[at + 26], b[at + 27]]) as usize;
+    let fat0 = u16::from_le_bytes([b[14], b[15]]) as usize * 512;
+    b[fat0 + first * 2..fat0 + first * 2 + 2].copy_from_slice(&(first as u16).to_le_bytes());
+    std::fs::write(&img.path, &b).unwrap();
+    drop(fs);
+    let fs = img.open();
+    let mut buf = vec![0u8; 100_000];
+    let e = fs.read(b"/EFI/BOOT/BOOTX64.EFI", 0, &mut buf).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    b[fat0 + first * 2..fat0 + first * 2 + 2].copy_from_slice(&0xfff0u16.to_le_bytes());
+    std::fs::write(&img.path, &b).unwrap();
+    let fs = img.open();
+    assert!(matches!(
+        fs.read(b"/EFI/BOOT/BOOTX64.EFI", 0, &mut buf),
+        Err(Error::Corrupt { .. })
+    ));
+    assert_eq!(
+        fs.read(b"/EFI/redhat/grubx64.efi", 0, &mut buf).unwrap(),
+        5000
+    );
+    // A writer refuses to free the broken chain, and changes nothing.
+    let base: Arc<dyn BlockDev> = Arc::new(RawFile::open(&img.path, true).unwrap());
+    let ov = Arc::new(Overlay::new(base));
+    let w = FatFs::open_rw(ov).unwrap();
+    assert!(matches!(
+        w.remove(b"/EFI/BOOT/BOOTX64.EFI"),
+        Err(Error::Corrupt { .. })
+    ));
 }

@@ -44,7 +44,6 @@ pub(crate) struct Bpb {
     pub fat_type: FatType,
     pub bytes_per_sector: u32,
     pub cluster_size: u32,
-    pub reserved_sectors: u32,
     pub num_fats: u32,
     pub fat_sectors: u32,
     pub total_sectors: u64,
@@ -60,8 +59,7 @@ pub(crate) struct Bpb {
     pub fsinfo_sector: Option<u32>,
     pub ext_flags: u16,
     pub fs_version: u16,
-    /// Byte of the boot sector where Linux keeps its "mounted, not cleanly unmounted" bit.
-    pub state_offset: usize,
+    /// The boot sector byte where Linux keeps its "mounted, not cleanly unmounted" bit.
     pub state: u8,
     pub serial: Option<u32>,
     pub label: Option<[u8; 11]>,
@@ -166,7 +164,6 @@ impl Bpb {
             fat_type,
             bytes_per_sector: bps,
             cluster_size: bps * spc,
-            reserved_sectors: reserved,
             num_fats,
             fat_sectors,
             total_sectors: total,
@@ -180,7 +177,6 @@ impl Bpb {
             fsinfo_sector: fsinfo,
             ext_flags: ext,
             fs_version,
-            state_offset,
             state: u8_at(s, state_offset),
             serial,
             label,

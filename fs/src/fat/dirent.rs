@@ -6,8 +6,6 @@ use super::bytes::{put_u16, put_u32, u16_at, u32_at, u8_at};
 use crate::Time;
 
 pub(crate) const ATTR_READ_ONLY: u8 = 0x01;
-pub(crate) const ATTR_HIDDEN: u8 = 0x02;
-pub(crate) const ATTR_SYSTEM: u8 = 0x04;
 pub(crate) const ATTR_VOLUME_ID: u8 = 0x08;
 pub(crate) const ATTR_DIRECTORY: u8 = 0x10;
 pub(crate) const ATTR_ARCHIVE: u8 = 0x20;

@@ -7,7 +7,6 @@ use super::bytes::{put_u32, u32_at};
 const LEAD: u32 = 0x4161_5252;
 const STRUCT: u32 = 0x6141_7272;
 const TRAIL: u32 = 0xaa55_0000;
-pub(crate) const UNKNOWN: u32 = 0xffff_ffff;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FsInfoSector {

@@ -12,8 +12,6 @@
 //! when read-only), and `read_link` is an error. Parsed directories and file cluster runs
 //! are cached behind one lock, which writes also hold (they drop the caches they touch).
 
-#![allow(dead_code)] // the writer's half lands next
-
 mod bpb;
 mod bytes;
 mod dir;
@@ -68,7 +66,8 @@ pub struct FatFs {
 #[derive(Clone)]
 pub(crate) struct Found {
     node: Node,
-    parent: Option<Arc<Dir>>,
+    /// The key (first cluster) and contents of the directory holding it.
+    parent: Option<(u32, Arc<Dir>)>,
 }
 
 fn label_text(l: &[u8; 11]) -> Option<String> {
@@ -309,7 +308,7 @@ impl FatFs {
             };
             cur = Found {
                 node: n,
-                parent: Some(d),
+                parent: Some((key, d)),
             };
         }
         Ok(cur)

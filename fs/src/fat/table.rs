@@ -168,14 +168,24 @@ impl FatTable {
                 _ => runs.push(Run { first: c, len: 1 }),
             }
             if n >= limit {
-                return Ok(runs);
+                break;
             }
             match self.next(c) {
-                Next::End => return Ok(runs),
+                Next::End => break,
                 Next::Cluster(x) => c = x,
                 next => return Err(ChainError::Broken { at: c, next }),
             }
         }
+        // A loop inside the part walked shows as runs that overlap.
+        let mut sorted = runs.clone();
+        sorted.sort_unstable_by_key(|r| r.first);
+        if sorted
+            .windows(2)
+            .any(|w| u64::from(w[0].first) + u64::from(w[0].len) > u64::from(w[1].first))
+        {
+            return Err(ChainError::Loop);
+        }
+        Ok(runs)
     }
 
     /// Every cluster of the chain from `first`, in order.
@@ -242,6 +252,11 @@ mod tests {
         assert_eq!(t.chain(10, 3).unwrap(), vec![Run { first: 10, len: 3 }]);
         t.set_raw(30, 15);
         assert!(matches!(t.chain(10, u64::MAX), Err(ChainError::Loop)));
+        // A loop found before the limit, without walking the whole volume.
+        assert!(matches!(t.chain(10, 12), Err(ChainError::Loop)));
+        t.set_raw(10, 10);
+        assert!(matches!(t.chain(10, 3), Err(ChainError::Loop)));
+        t.set_raw(10, 11);
         t.set_raw(30, 5000);
         assert!(matches!(
             t.chain(10, u64::MAX),
