@@ -253,7 +253,8 @@ mod tests {
         t.set_raw(30, 15);
         assert!(matches!(t.chain(10, u64::MAX), Err(ChainError::Loop)));
         // A loop found before the limit, without walking the whole volume.
-        assert!(matches!(t.chain(10, 12), Err(ChainError::Loop)));
+        assert!(t.chain(10, 12).is_ok());
+        assert!(matches!(t.chain(10, 13), Err(ChainError::Loop)));
         t.set_raw(10, 10);
         assert!(matches!(t.chain(10, 3), Err(ChainError::Loop)));
         t.set_raw(10, 11);
