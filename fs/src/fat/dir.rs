@@ -35,6 +35,8 @@ pub(crate) struct Dir {
     pub nodes: Vec<Node>,
     /// Lookup keys (names folded to ASCII lower case, long and short) to `nodes` indexes.
     pub index: HashMap<Vec<u8>, usize>,
+    /// Exact long (or shown 8.3) names to `nodes` indexes, which win over folded ones.
+    pub exact: HashMap<Vec<u8>, usize>,
     /// The first slot marked "never used" (or the slot count): later ones are free too.
     pub end: u32,
     pub label: Option<[u8; 11]>,
@@ -101,6 +103,10 @@ impl Dir {
             });
         }
         let mut index = HashMap::new();
+        let mut exact = HashMap::new();
+        for (i, n) in nodes.iter().enumerate() {
+            exact.entry(n.name.clone()).or_insert(i);
+        }
         for (i, n) in nodes.iter().enumerate() {
             index.entry(fold(&n.name)).or_insert(i);
         }
@@ -112,6 +118,7 @@ impl Dir {
             raw,
             nodes,
             index,
+            exact,
             end,
             label,
         }
@@ -124,10 +131,10 @@ impl Dir {
     /// The node `name` names, as vfat finds it: an exact long name first, then any
     /// long or short name equal but for ASCII case.
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
-        self.nodes
-            .iter()
-            .find(|n| n.name == name)
-            .or_else(|| self.index.get(&fold(name)).and_then(|&i| self.nodes.get(i)))
+        self.exact
+            .get(name)
+            .or_else(|| self.index.get(&fold(name)))
+            .and_then(|&i| self.nodes.get(i))
     }
 
     pub fn short_taken(&self, short: &[u8; 11]) -> bool {
