@@ -663,3 +663,122 @@ fn broken_chains_are_corrupt() {
         Err(Error::Corrupt { .. })
     ));
 }
+
+fn is_root() -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false);
+    if !root && std::env::var_os("CI").is_some() {
+        panic!("the vfat comparison needs root (a loop mount) in CI");
+    }
+    root
+}
+
+/// A read-only loop mount of `img` through the kernel's vfat, detached on drop.
+struct Mounted(PathBuf, String);
+
+impl Mounted {
+    fn new(img: &Path, mnt: &Path) -> Mounted {
+        std::fs::create_dir_all(mnt).unwrap();
+        let out = Command::new("losetup")
+            .args(["-r", "-f", "--show"])
+            .arg(img)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let m = Command::new("mount")
+            .args([
+                "-t",
+                "vfat",
+                "-o",
+                "ro,tz=UTC,iocharset=utf8,shortname=mixed",
+            ])
+            .arg(&dev)
+            .arg(mnt)
+            .output()
+            .unwrap();
+        if !m.status.success() {
+            let _ = Command::new("losetup").args(["-d", &dev]).status();
+            panic!("mount: {}", String::from_utf8_lossy(&m.stderr));
+        }
+        Mounted(mnt.to_path_buf(), dev)
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = Command::new("losetup").args(["-d", &self.1]).status();
+    }
+}
+
+/// Names, kinds, sizes, mtimes and contents as the kernel's vfat shows them, after our
+/// writer made lower-case 8.3 names, long names and directories.
+#[test]
+fn kernel_vfat_agrees() {
+    use std::os::unix::fs::MetadataExt;
+    if !tools() || !is_root() || !have("losetup") {
+        return;
+    }
+    // A kernel without vfat (a container's host kernel may lack the module) cannot be
+    // compared with; mtools still checks everything above.
+    let _ = Command::new("modprobe").arg("vfat").output();
+    let fss = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !fss
+        .lines()
+        .any(|l| l.trim_end().ends_with("\tvfat") || l.trim() == "vfat")
+    {
+        eprintln!("kernel_vfat_agrees: this kernel has no vfat; not compared");
+        return;
+    }
+    let img = Image::new(32, 40 * 1024, false);
+    let a = SetAttrs::default();
+    img.step("writes for the kernel", |fs| {
+        fs.create(b"/EFI/BOOT/grubx64.efi", NewNode::File(b"grub"), &a)?;
+        fs.create(b"/EFI/new dir", NewNode::Dir, &a)?;
+        fs.create(
+            "/EFI/new dir/ünï long.cfg".as_bytes(),
+            NewNode::File(b"u"),
+            &a,
+        )?;
+        fs.write_file(b"/EFI/BOOT/BOOTX64.EFI", &pattern(300_000, 8))
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    let m = Mounted::new(&img.path, &mnt);
+    let fs = img.open();
+    let mut ours = Vec::new();
+    walk(&fs, "/", &mut ours);
+    ours.sort();
+    fn host_walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let rel = format!("/{}", p.strip_prefix(root).unwrap().to_string_lossy());
+            if p.is_dir() {
+                out.push(format!("{rel}/"));
+                host_walk(root, &p, out);
+            } else {
+                out.push(rel);
+            }
+        }
+    }
+    let mut theirs = Vec::new();
+    host_walk(&m.0, &m.0, &mut theirs);
+    theirs.sort();
+    assert_eq!(ours, theirs);
+    for p in ours.iter().filter(|p| !p.ends_with('/')) {
+        let host = m.0.join(p.trim_start_matches('/'));
+        let k = std::fs::metadata(&host).unwrap();
+        let o = fs.lstat(p.as_bytes()).unwrap();
+        assert_eq!((o.size, o.mtime.secs), (k.len(), k.mtime()), "{p}");
+        assert!(read_all(&fs, p) == std::fs::read(&host).unwrap(), "{p}");
+    }
+    drop(m);
+}
