@@ -8,6 +8,7 @@ use std::sync::Arc;
 use transplant_formats::layout::{discover, Layout};
 use transplant_formats::{open_image, BlockDev, OpenOptions};
 use transplant_fs::ext4::Ext4Fs;
+use transplant_fs::fat::FatFs;
 use transplant_fs::xfs::XfsFs;
 use transplant_fs::{probe, Filesystem, FsProbe, GuestTree};
 
@@ -108,9 +109,18 @@ fn open_fs(
             }
         }
     }
+    if kind == "vfat" {
+        if let Some(refused) = writable.as_mut() {
+            match FatFs::open_rw(dev.clone()) {
+                Ok(fs) => return Some(Arc::new(fs)),
+                Err(e) => refused.push((name.to_string(), e)),
+            }
+        }
+    }
     let opened: transplant_fs::Result<Arc<dyn Filesystem>> = match kind {
         "ext2" | "ext3" | "ext4" => Ext4Fs::open(dev.clone(), kind).map(|f| Arc::new(f) as _),
         "xfs" => XfsFs::open(dev.clone()).map(|f| Arc::new(f) as _),
+        "vfat" => FatFs::open(dev.clone()).map(|f| Arc::new(f) as _),
         _ => return None,
     };
     match opened {

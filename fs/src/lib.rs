@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod ext4;
+pub mod fat;
 pub mod guest;
 pub mod probe;
 pub mod xfs;

@@ -397,8 +397,9 @@ fn verdict(
         if !efi.readable {
             warnings.push(finding(
                 "uefi-esp-unreadable",
-                "a UEFI guest whose EFI system partition could not be read (vfat is not read \
-                 yet): check that EFI/BOOT/BOOTX64.EFI exists, as NVRAM boot entries do not travel",
+                "a UEFI guest whose EFI system partition could not be read (/boot/efi not \
+                 attached, its FAT damaged, or no EFI folder: see the mount notes): check that \
+                 EFI/BOOT/BOOTX64.EFI exists, as NVRAM boot entries do not travel",
             ));
         } else if !efi.fallback_loader {
             warnings.push(finding(
