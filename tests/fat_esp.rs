@@ -2,7 +2,8 @@
 //! mkfs.fat and mcopy) and an ext4 root whose fstab mounts it at /boot/efi by its serial.
 //! `ls`/`cat` read it alone and through the guest tree, `inspect` sees the vendor folder
 //! and the missing fallback loader, and `mkdir`/`write` put EFI/BOOT/BOOTX64.EFI there,
-//! which fsck.fat -n and mtype then check.
+//! which fsck.fat -n and mtype then check; `convert --to kvm` of a Debian-style guest
+//! copies its shim and GRUB to that removable-media path.
 
 mod common;
 use common::{have, transplant};
@@ -37,26 +38,29 @@ fn dd(src: &Path, dst: &Path, seek_mib: u32, skip_count: Option<u32>) {
     sh(&mut c);
 }
 
-#[test]
-fn esp_is_read_and_written_through_the_guest() {
-    for t in ["mkfs.fat", "fsck.fat", "mcopy", "mtype", "mke2fs", "sfdisk"] {
-        if !have(t) {
-            return;
-        }
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// A GPT disk (ESP of FAT32 with `EFI/<vendor>/{shimx64,grubx64}.efi` and grub.cfg, then
+/// an ext4 root whose fstab mounts the ESP by serial, os-release `ID=<os>`), in `d`.
+/// Returns the disk and the folder the ESP was filled from.
+fn esp_guest(d: &Path, vendor: &str, os: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let esp = d.join("esp.img");
     sh(Command::new("mkfs.fat")
         .args(["-C", "-F", "32", "-i", "0badcafe", "-n", "EFI"])
         .arg(&esp)
         .arg("40960"));
     let src = d.join("esp");
-    std::fs::create_dir_all(src.join("EFI/redhat")).unwrap();
-    std::fs::write(src.join("EFI/redhat/shimx64.efi"), vec![0x4d; 12345]).unwrap();
-    std::fs::write(src.join("EFI/redhat/grubx64.efi"), vec![0x5a; 54321]).unwrap();
+    std::fs::create_dir_all(src.join(format!("EFI/{vendor}"))).unwrap();
     std::fs::write(
-        src.join("EFI/redhat/grub.cfg"),
+        src.join(format!("EFI/{vendor}/shimx64.efi")),
+        vec![0x4d; 12345],
+    )
+    .unwrap();
+    std::fs::write(
+        src.join(format!("EFI/{vendor}/grubx64.efi")),
+        vec![0x5a; 54321],
+    )
+    .unwrap();
+    std::fs::write(
+        src.join(format!("EFI/{vendor}/grub.cfg")),
         "configfile $prefix/grub.cfg\n",
     )
     .unwrap();
@@ -75,7 +79,19 @@ fn esp_is_read_and_written_through_the_guest() {
         "/dev/sda2 / ext4 defaults 0 1\nUUID=0BAD-CAFE /boot/efi vfat umask=0077,shortname=winnt 0 2\n",
     )
     .unwrap();
-    std::fs::write(root.join("etc/os-release"), "ID=rhel\nVERSION_ID=9.4\n").unwrap();
+    std::fs::write(root.join("etc/os-release"), format!("ID={os}\n")).unwrap();
+    // A stand-in kernel whose drivers are built in, so the guest is convertible.
+    let kver = "6.1.0-27-amd64";
+    std::fs::create_dir_all(root.join(format!("lib/modules/{kver}"))).unwrap();
+    std::fs::write(root.join(format!("boot/vmlinuz-{kver}")), "not a real kernel\n").unwrap();
+    std::fs::write(root.join(format!("lib/modules/{kver}/modules.dep")), "").unwrap();
+    std::fs::write(
+        root.join(format!("lib/modules/{kver}/modules.builtin")),
+        "kernel/drivers/virtio/virtio_pci.ko\nkernel/drivers/block/virtio_blk.ko\n\
+         kernel/drivers/scsi/virtio_scsi.ko\nkernel/drivers/scsi/sd_mod.ko\n\
+         kernel/drivers/net/virtio_net.ko\n",
+    )
+    .unwrap();
     let root_img = d.join("root.img");
     sh(Command::new("mke2fs")
         .args(["-q", "-F", "-t", "ext4", "-d"])
@@ -102,6 +118,19 @@ fn esp_is_read_and_written_through_the_guest() {
     assert!(c.wait().unwrap().success());
     dd(&esp, &disk, 1, None);
     dd(&root_img, &disk, 41, None);
+    (disk, src)
+}
+
+#[test]
+fn esp_is_read_and_written_through_the_guest() {
+    for t in ["mkfs.fat", "fsck.fat", "mcopy", "mtype", "mke2fs", "sfdisk"] {
+        if !have(t) {
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (disk, src) = esp_guest(d, "redhat", "rhel");
     let s = disk.to_str().unwrap();
 
     let o = transplant(&["ls", &format!("{s}@1:/EFI/redhat")]);
@@ -162,4 +191,80 @@ fn esp_is_read_and_written_through_the_guest() {
         .output()
         .unwrap();
     assert!(o.stdout == shim, "mtype reads back what was written");
+}
+
+/// `convert --to kvm` of a Debian-style UEFI guest (shim and GRUB only under
+/// EFI/debian, as grub-install leaves them without --force-extra-removable) puts shim at
+/// the removable-media path with the GRUB it starts and grub.cfg beside it; the ESP stays
+/// clean for fsck.fat, and mtools reads the copies back byte for byte.
+#[test]
+fn convert_gives_a_uefi_guest_its_removable_media_loader() {
+    for t in ["mkfs.fat", "fsck.fat", "mcopy", "mtype", "mke2fs", "sfdisk"] {
+        if !have(t) {
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (disk, src) = esp_guest(d, "debian", "debian");
+    let s = disk.to_str().unwrap();
+    let out = d.join("kvm.raw");
+    let o = transplant(&[
+        "convert",
+        s,
+        out.to_str().unwrap(),
+        "--to",
+        "kvm",
+        "--dry-run",
+    ]);
+    let dry = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(dry.contains("/boot/efi/EFI/BOOT/BOOTX64.EFI"), "{dry}");
+    let o = transplant(&["convert", s, out.to_str().unwrap(), "--to", "kvm"]);
+    assert!(
+        matches!(o.status.code(), Some(0) | Some(6)),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let back = d.join("esp-back.img");
+    dd(&out, &back, 1, Some(40));
+    let o = Command::new("fsck.fat")
+        .arg("-n")
+        .arg(&back)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "fsck.fat -n: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    for (from, to) in [
+        ("shimx64.efi", "BOOTX64.EFI"),
+        ("grubx64.efi", "grubx64.efi"),
+        ("grub.cfg", "grub.cfg"),
+    ] {
+        let want = std::fs::read(src.join("EFI/debian").join(from)).unwrap();
+        let o = Command::new("mtype")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(&back)
+            .arg(format!("::/EFI/BOOT/{to}"))
+            .output()
+            .unwrap();
+        assert!(
+            o.stdout == want,
+            "EFI/BOOT/{to} is a copy of EFI/debian/{from}"
+        );
+    }
+    // The vendor's own files are untouched, and a second conversion adds nothing.
+    let o = Command::new("mtype")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(&back)
+        .arg("::/EFI/debian/shimx64.efi")
+        .output()
+        .unwrap();
+    assert!(o.stdout == std::fs::read(src.join("EFI/debian/shimx64.efi")).unwrap());
+    let o = transplant(&["convert", out.to_str().unwrap(), "--to", "kvm", "--dry-run"]);
+    let again = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(!again.contains("EFI/BOOT/BOOTX64.EFI"), "{again}");
 }
