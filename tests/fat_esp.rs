@@ -83,7 +83,11 @@ fn esp_guest(d: &Path, vendor: &str, os: &str) -> (std::path::PathBuf, std::path
     // A stand-in kernel whose drivers are built in, so the guest is convertible.
     let kver = "6.1.0-27-amd64";
     std::fs::create_dir_all(root.join(format!("lib/modules/{kver}"))).unwrap();
-    std::fs::write(root.join(format!("boot/vmlinuz-{kver}")), "not a real kernel\n").unwrap();
+    std::fs::write(
+        root.join(format!("boot/vmlinuz-{kver}")),
+        "not a real kernel\n",
+    )
+    .unwrap();
     std::fs::write(root.join(format!("lib/modules/{kver}/modules.dep")), "").unwrap();
     std::fs::write(
         root.join(format!("lib/modules/{kver}/modules.builtin")),

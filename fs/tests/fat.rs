@@ -579,10 +579,11 @@ fn write_fat32() {
     check_write(32, 40 * 1024);
 }
 
-/// A volume marked dirty (by Linux in the boot sector, by Windows in FAT[1]) is refused
-/// for writing and still read.
+/// A volume marked dirty (by Linux in the boot sector, by Windows in FAT[1]) whose FAT
+/// copies agree is what a running guest's copied ESP looks like: written, the mark kept.
+/// Copies that differ (a write cut short) are refused for writing, and still read.
 #[test]
-fn dirty_volumes_are_refused_for_writing() {
+fn dirty_volumes_are_written_only_when_their_fats_agree() {
     if !tools() {
         return;
     }
@@ -590,30 +591,48 @@ fn dirty_volumes_are_refused_for_writing() {
         let img = Image::new(fat, kib, false);
         let pristine = std::fs::read(&img.path).unwrap();
         let state = if fat == 32 { 65 } else { 37 };
+        let fat0 = u16::from_le_bytes([pristine[14], pristine[15]]) as usize * 512;
+        let fat_len = if fat == 32 {
+            u32::from_le_bytes(pristine[36..40].try_into().unwrap()) as usize * 512
+        } else {
+            u16::from_le_bytes([pristine[22], pristine[23]]) as usize * 512
+        };
+        let (byte, bit) = if fat == 32 { (7, 0x08) } else { (3, 0x80) };
+        // Linux's mark in the boot sector: written, the mark kept.
         let mut b = pristine.clone();
         b[state] |= 1;
         std::fs::write(&img.path, &b).unwrap();
+        let base: Arc<dyn BlockDev> = Arc::new(RawFile::open(&img.path, true).unwrap());
+        let ov = Arc::new(Overlay::new(base));
+        let fs = FatFs::open_rw(ov.clone()).expect("dirty but consistent");
+        fs.create(b"/NEW.TXT", NewNode::File(b"x"), &SetAttrs::default())
+            .unwrap();
+        fs.sync().unwrap();
+        drop(fs);
+        ov.commit().unwrap();
+        assert_eq!(std::fs::read(&img.path).unwrap()[state] & 1, 1);
+        assert!(img.open().lstat(b"/new.txt").is_ok());
+        // Windows' clean-shutdown bit cleared in both FATs: written too.
+        let mut b = pristine.clone();
+        b[fat0 + byte] &= !bit;
+        b[fat0 + fat_len + byte] &= !bit;
+        std::fs::write(&img.path, &b).unwrap();
+        assert!(FatFs::open_rw(img.dev()).is_ok());
+        // Dirty with the second FAT behind the first: refused, still readable.
+        let mut b = pristine.clone();
+        b[state] |= 1;
+        b[fat0 + fat_len + 40] ^= 0xff;
+        std::fs::write(&img.path, &b).unwrap();
         let e = FatFs::open_rw(img.dev())
             .err()
-            .expect("dirty volume opened rw");
+            .expect("dirty volume with differing FATs opened rw");
         assert!(
-            matches!(e, Error::Refused { .. }) && e.to_string().contains("fsck.fat"),
+            matches!(e, Error::Refused { .. })
+                && e.to_string().contains("fsck.fat")
+                && e.to_string().contains("differ"),
             "{e}"
         );
         compare(&img, &img.open());
-        // FAT[1]'s clean-shutdown bit, in the first FAT.
-        let mut b = pristine.clone();
-        let fat0 = u16::from_le_bytes([b[14], b[15]]) as usize * 512;
-        if fat == 32 {
-            b[fat0 + 7] &= !0x08;
-        } else {
-            b[fat0 + 3] &= !0x80;
-        }
-        std::fs::write(&img.path, &b).unwrap();
-        assert!(matches!(
-            FatFs::open_rw(img.dev()),
-            Err(Error::Refused { .. })
-        ));
         std::fs::write(&img.path, &pristine).unwrap();
         assert!(FatFs::open_rw(img.dev()).is_ok());
     }

@@ -165,9 +165,9 @@ impl FatFs {
         })
     }
 
-    /// Opens for writing (normally over an `Overlay`), refusing a volume marked dirty
-    /// (not cleanly unmounted, or with I/O errors recorded), which fsck.fat should see
-    /// first, and FAT32 versions other than 0.0.
+    /// Opens for writing (normally over an `Overlay`), refusing a volume fsck.fat should
+    /// see first (marked dirty with FAT copies that differ, or I/O errors recorded) and
+    /// FAT32 versions other than 0.0.
     pub fn open_rw(dev: Arc<dyn BlockDev>) -> Result<FatFs> {
         let mut fs = FatFs::open(dev)?;
         write::check_writable(&fs)?;

@@ -50,16 +50,39 @@ pub(crate) fn check_writable(fs: &FatFs) -> Result<()> {
             ),
         }
     };
-    if !clean || fs.bpb.state & 1 != 0 {
-        return Err(refuse(
-            "is marked dirty (it was not cleanly unmounted: the guest did not shut down \
-             cleanly or the image was copied while it was mounted)",
-        ));
-    }
     if !no_errors {
         return Err(refuse("records disk I/O errors"));
     }
+    if (!clean || fs.bpb.state & 1 != 0) && !copies_agree(fs)? {
+        return Err(refuse(
+            "is marked dirty (it was not cleanly unmounted: the guest did not shut down \
+             cleanly or the image was copied while it was mounted) and its FAT copies \
+             differ, so a write was cut short",
+        ));
+    }
     Ok(())
+}
+
+/// Whether every FAT copy a change must reach holds the same bytes as the one read. Linux
+/// marks a mounted volume dirty (the boot sector's state byte) and clears the mark at
+/// unmount, so the ESP of a guest copied while running is nearly always "dirty" with
+/// nothing wrong; Linux's own mount just warns. What a write cut short leaves behind is
+/// copies that differ (each FAT sector is written to every copy in turn), and only that
+/// is refused. The mark itself is kept, for the guest's fsck at boot.
+fn copies_agree(fs: &FatFs) -> Result<bool> {
+    let active = fs.bpb.active_fat();
+    let reference = fs.state().table.bytes.clone();
+    let mut buf = vec![0u8; reference.len()];
+    for n in fs.bpb.fats_to_write() {
+        if n == active {
+            continue;
+        }
+        fs.dev.read_at(&mut buf, fs.bpb.fat_copy_offset(n))?;
+        if buf != reference {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The parent directory path and the last component of `path`.
