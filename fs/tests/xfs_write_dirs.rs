@@ -104,9 +104,15 @@ struct Image {
 impl Image {
     /// mkfs.xfs with `opts`, filled from a protofile: directories of empty files.
     fn new(opts: &[&str], dirs: &[(String, Vec<String>)]) -> Image {
+        Image::with_data(opts, dirs, false)
+    }
+
+    /// The same, the files holding a byte each when `data` (so the directory's blocks
+    /// lie between theirs, one extent each).
+    fn with_data(opts: &[&str], dirs: &[(String, Vec<String>)], data: bool) -> Image {
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty");
-        std::fs::write(&empty, b"").unwrap();
+        std::fs::write(&empty, if data { &b"x"[..] } else { b"" }).unwrap();
         let mut text = String::from("/dev/null\n0 0\nd--755 0 0\n");
         for (d, names) in dirs {
             text.push_str(&format!("{d} d--755 0 0\n"));
@@ -478,4 +484,80 @@ fn dir_blocks_of_8k() {
 #[test]
 fn blocks_of_1k() {
     run(&["-b", "size=1024"], 10, 4, true);
+}
+
+/// A node directory whose block map is a btree (its blocks among its files' blocks).
+#[test]
+fn btree_mapped_directory() {
+    if !have("mkfs.xfs") || !have("xfs_repair") || !have("xfs_db") {
+        return;
+    }
+    let names: Vec<String> = (0..1200).map(|i| long_name("f", i)).collect();
+    let spare: Vec<String> = (0..200).map(|i| format!("x{i:03}")).collect();
+    let img = Image::with_data(
+        &[],
+        &[("d".into(), names.clone()), ("spare".into(), spare.clone())],
+        true,
+    );
+    let (_, text) = img.shape("/d");
+    assert!(text.contains("(btree)"), "{text}");
+    let mut want: BTreeSet<String> = names.iter().cloned().collect();
+    img.step("free inodes", |fs| {
+        for n in &spare {
+            fs.remove(format!("/spare/{n}").as_bytes())?;
+        }
+        Ok(())
+    });
+    img.step("grow and shrink a btree-mapped directory", |fs| {
+        for i in 0..150 {
+            let n = long_name("g", i);
+            create(fs, &format!("/d/{n}"))?;
+            want.insert(n);
+        }
+        for n in names.iter().step_by(4) {
+            fs.remove(format!("/d/{n}").as_bytes())?;
+            want.remove(n);
+        }
+        Ok(())
+    });
+    assert_eq!(img.names("/d"), want);
+}
+
+/// A shortform directory in a large inode holds more than one directory block does:
+/// it goes straight to leaf form.
+#[test]
+fn shortform_straight_to_leaf() {
+    if !have("mkfs.xfs") || !have("xfs_repair") || !have("xfs_db") {
+        return;
+    }
+    let names: Vec<String> = (0..166)
+        .map(|i| {
+            format!(
+                "{}{}",
+                (b'a' + (i / 26) as u8) as char,
+                (b'a' + (i % 26) as u8) as char
+            )
+        })
+        .collect();
+    let spare: Vec<String> = (0..200).map(|i| format!("x{i:03}")).collect();
+    let img = Image::new(&["-i", "size=2048"], &[("spare".into(), spare.clone())]);
+    img.step("fill a new directory", |fs| {
+        for n in &spare {
+            fs.remove(format!("/spare/{n}").as_bytes())?;
+        }
+        // 165 such names fit in a 4 KiB block (and in the 2 KiB inode).
+        fs.create(b"/sf", NewNode::Dir, &SetAttrs::default())?;
+        for n in names.iter().take(165) {
+            create(fs, &format!("/sf/{n}"))?;
+        }
+        Ok(())
+    });
+    let (_, text) = img.shape("/sf");
+    assert!(text.contains("(local)"), "{text}");
+    img.step("one more name", |fs| {
+        create(fs, &format!("/sf/{}", names[165]))
+    });
+    assert_eq!(form(&img, "/sf", 1, 12), Form::Leaf);
+    let want: BTreeSet<String> = names.into_iter().collect();
+    assert_eq!(img.names("/sf"), want);
 }

@@ -158,12 +158,14 @@ impl LongDir {
 
     /// A block directory `dir` (its block map `map`, btree blocks `nodes` and its one
     /// block `b`) as the first data block of a leaf directory, with no index yet.
+    /// `new_map`: the inode's fork does not hold `map` yet (a shortform directory).
     pub fn from_block(
         vol: &Volume,
         dir: u64,
         map: Vec<Extent>,
         nodes: Vec<u64>,
         mut b: Vec<u8>,
+        new_map: bool,
     ) -> Result<LongDir> {
         let sb = &vol.sb;
         let what = format!("directory inode {dir}");
@@ -196,7 +198,7 @@ impl LongDir {
             dir,
             map,
             nodes,
-            map_dirty: false,
+            map_dirty: new_map,
             data,
             index: Vec::new(),
             frees: Vec::new(),

@@ -182,17 +182,39 @@ impl XfsFs {
         };
         let (fsb, per) = match view.form {
             DirForm::Short => {
+                // Shortform only while one block could hold the entries too (as the
+                // kernel's xfs_dir2_sf_addname_pick decides), else its offsets mislead.
                 if let Some(b) = dir_write::sf_encode(sb, view.parent, &view.entries)
                     .filter(|b| b.len() <= raw.dfork_size())
+                    .filter(|_| {
+                        dir_write::block_encode(sb, dino, 0, view.parent, &view.entries, bsize)
+                            .is_some()
+                    })
                 {
                     raw.set_data_fork(FMT_LOCAL, &b, 0);
                     raw.set_size(b.len() as u64);
                     return Ok(());
                 }
-                // Check it fits before taking a block.
-                dir_write::block_encode(sb, raw.ino, 0, view.parent, &view.entries, bsize)
-                    .ok_or_else(too_big)?;
                 let per = 1u64 << sb.dirblklog;
+                // Check it fits before taking a block.
+                if dir_write::block_encode(sb, raw.ino, 0, view.parent, &view.entries, bsize)
+                    .is_none()
+                {
+                    // Straight to leaf form: a block of "." and "..", then every entry.
+                    let fsb = tx.alloc_meta(per as u32, tx.ag_of_ino(dino), dino, 0)?;
+                    let b = dir_write::block_encode(sb, dino, fsb, view.parent, &[], bsize)
+                        .ok_or_else(too_big)?;
+                    let map = vec![super::bmbt::Extent {
+                        off: 0,
+                        block: fsb,
+                        len: per,
+                        unwritten: false,
+                    }];
+                    raw.set_nblocks(raw.nblocks() + per);
+                    let mut long = LongDir::from_block(vol, dino, map, Vec::new(), b, true)?;
+                    long.apply(vol, &view.entries)?;
+                    return long.commit(tx, vol, raw);
+                }
                 let fsb = tx.alloc_meta(per as u32, tx.ag_of_ino(raw.ino), raw.ino, 0)?;
                 let rec = bmbt_write::encode(&super::bmbt::Extent {
                     off: 0,
@@ -211,7 +233,8 @@ impl XfsFs {
                 {
                     let what = format!("directory inode {dino}");
                     let b = bmbt::read_blocks(vol, map, 0, per, &what)?;
-                    let mut long = LongDir::from_block(vol, dino, map.clone(), nodes.clone(), b)?;
+                    let mut long =
+                        LongDir::from_block(vol, dino, map.clone(), nodes.clone(), b, false)?;
                     long.apply(vol, &view.entries)?;
                     return long.commit(tx, vol, raw);
                 }
