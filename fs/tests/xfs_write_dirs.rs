@@ -561,3 +561,83 @@ fn shortform_straight_to_leaf() {
     let want: BTreeSet<String> = names.into_iter().collect();
     assert_eq!(img.names("/sf"), want);
 }
+
+/// Directories the kernel grew and thinned (stale leaf entries, holes among the data
+/// blocks, free index entries of freed blocks), then changed here.
+#[test]
+fn kernel_made_directories() {
+    let root = is_root();
+    if !root && std::env::var_os("CI").is_some() {
+        panic!("the XFS kernel test needs root (loop mounts) in CI");
+    }
+    if !root || !have("mkfs.xfs") || !have("xfs_repair") || !have("losetup") {
+        return;
+    }
+    let img = Image::new(&[], &[]);
+    let mnt = img.path.with_extension("rw");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let out = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&img.path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let m = Command::new("mount").arg(&dev).arg(&mnt).status().unwrap();
+    let mut want: Vec<(&str, BTreeSet<String>)> =
+        vec![("n", BTreeSet::new()), ("l", BTreeSet::new())];
+    if m.success() {
+        for (d, count, keep) in [("n", 3000, 2), ("l", 400, 4)] {
+            std::fs::create_dir(mnt.join(d)).unwrap();
+            for i in 0..count {
+                std::fs::write(mnt.join(d).join(long_name("k", i)), b"").unwrap();
+            }
+            for i in 0..count {
+                let n = long_name("k", i);
+                if i % keep == 0 {
+                    want.iter_mut().find(|w| w.0 == d).unwrap().1.insert(n);
+                } else {
+                    std::fs::remove_file(mnt.join(d).join(n)).unwrap();
+                }
+            }
+        }
+        let _ = Command::new("umount").arg(&mnt).status();
+    }
+    let _ = Command::new("losetup").args(["-d", &dev]).status();
+    assert!(m.success(), "mount failed");
+    img.repair("as the kernel left it");
+    assert_eq!(form(&img, "/n", 1, 12), Form::Node);
+    assert_eq!(form(&img, "/l", 1, 12), Form::Leaf);
+    img.step(
+        "create, remove and rename in kernel-made directories",
+        |fs| {
+            for i in 0..200 {
+                let n = long_name("ours", i);
+                create(fs, &format!("/n/{n}"))?;
+                want[0].1.insert(n.clone());
+                create(fs, &format!("/l/{n}"))?;
+                want[1].1.insert(n);
+            }
+            for i in (0..400).step_by(8) {
+                let n = long_name("k", i);
+                fs.rename(format!("/l/{n}").as_bytes(), format!("/n/{n}").as_bytes())?;
+                want[1].1.remove(&n);
+                want[0].1.insert(n);
+            }
+            for i in (0..3000).step_by(6) {
+                let n = long_name("k", i);
+                fs.remove(format!("/n/{n}").as_bytes())?;
+                want[0].1.remove(&n);
+            }
+            Ok(())
+        },
+    );
+    for (d, w) in &want {
+        assert_eq!(&img.names(&format!("/{d}")), w, "/{d}");
+    }
+    kernel_lists(&img, &[("n", &want[0].1), ("l", &want[1].1)]);
+}

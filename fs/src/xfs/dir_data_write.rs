@@ -40,7 +40,8 @@ struct Region {
     free: bool,
 }
 
-/// The regions from the header to `end`; `None` when they do not tile it exactly.
+/// The regions from the header to `end`; `None` when they do not tile it exactly or a
+/// tag is wrong.
 fn regions(sb: &Superblock, b: &[u8], end: usize) -> Option<Vec<Region>> {
     let mut pos = hdr_len(sb);
     let mut out = Vec::new();
@@ -55,6 +56,10 @@ fn regions(sb: &Superblock, b: &[u8], end: usize) -> Option<Vec<Region>> {
             (entsize(sb, n), false)
         };
         if len < 8 || len % 8 != 0 || pos + len > end {
+            return None;
+        }
+        // Both kinds end in a tag holding their own offset.
+        if be16(b, pos + len - 2)? != pos as u16 {
             return None;
         }
         out.push(Region {

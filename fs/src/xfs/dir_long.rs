@@ -10,7 +10,9 @@
 
 use super::bmbt::{self, Extent, Fork};
 use super::bmbt_write::{self, MAX_EXTLEN};
+use super::bytes::{be32, be64, crc_ok};
 use super::dinode::RawInode;
+use super::dir2_sf::bad_name;
 use super::dir2_sf::RawEntry;
 use super::dir_index_write::{self as idx, Place, NULL_OFF};
 use super::dir_write::hashname;
@@ -18,14 +20,16 @@ use super::inode::{Inode, FMT_BTREE, FMT_EXTENTS};
 use super::rmap::F_BMBT;
 use super::txn::Txn;
 use super::volume::Volume;
-use super::{dir2_data, dir_data_write as data, DIR_LEAF_OFFSET};
+use super::{dir_data_write as data, DIR_LEAF_OFFSET};
 use crate::error::Result;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+const DATA_V4: u32 = 0x5844_3244; // "XD2D"
+const DATA_V5: u32 = 0x5844_4433; // "XDD3"
 
 /// Byte offset of a node directory's free index blocks.
 const DIR_FREE_OFFSET: u64 = 64 << 30;
 
-#[derive(Clone)]
 struct DataBlock {
     b: Vec<u8>,
     dirty: bool,
@@ -43,7 +47,6 @@ struct Loc {
 }
 
 /// A leaf or node directory (or a block directory turned into one) being changed.
-#[derive(Clone)]
 pub(crate) struct LongDir {
     dir: u64,
     map: Vec<Extent>,
@@ -55,7 +58,41 @@ pub(crate) struct LongDir {
     /// the free index blocks.
     index: Vec<u64>,
     frees: Vec<u64>,
-    names: HashMap<Vec<u8>, Loc>,
+    /// Every entry in block order, "." and ".." included; removed ones are not `live`.
+    ents: Vec<Ent>,
+}
+
+struct Ent {
+    name: Vec<u8>,
+    loc: Loc,
+    live: bool,
+}
+
+fn is_dot(name: &[u8]) -> bool {
+    name == b"." || name == b".."
+}
+
+/// Checks a leaf or node directory's data block header (magic, and on v5 its CRC,
+/// owner and filesystem).
+fn check_data_block(vol: &Volume, b: &[u8], at: u64, owner: u64) -> Result<()> {
+    let sb = &vol.sb;
+    let c = |d: &str| vol.corrupt("directory data block", at, d);
+    let want = if sb.crc { DATA_V5 } else { DATA_V4 };
+    if be32(b, 0) != Some(want) {
+        return Err(c("bad magic for a leaf or node directory's data block"));
+    }
+    if sb.crc {
+        if !crc_ok(b, 4) {
+            return Err(c("CRC mismatch"));
+        }
+        if be64(b, 40) != Some(owner) {
+            return Err(c("owned by another inode"));
+        }
+        if b.get(24..40) != Some(&sb.meta_uuid[..]) {
+            return Err(c("belongs to another filesystem (UUID)"));
+        }
+    }
+    Ok(())
 }
 
 fn bsize(vol: &Volume) -> usize {
@@ -85,7 +122,7 @@ impl LongDir {
             data: BTreeMap::new(),
             index: Vec::new(),
             frees: Vec::new(),
-            names: HashMap::new(),
+            ents: Vec::new(),
         };
         let mut entries = Vec::new();
         let mut seen = 0u64;
@@ -114,25 +151,32 @@ impl LongDir {
                 let at = sb
                     .fsb_offset(e.block + fo.saturating_sub(e.off))
                     .unwrap_or(0);
-                let mut found = Vec::new();
-                if dir2_data::parse(vol, &b, at, ino.ino, &mut found)? {
-                    return Err(vol.corrupt(&what, at, "a block-form header in a leaf directory"));
-                }
+                check_data_block(vol, &b, at, ino.ino)?;
                 let placed = data::entries(sb, &b).ok_or_else(|| {
                     vol.corrupt(&what, at, "data block regions do not tile the block")
                 })?;
                 for (off, name, ino, ftype) in placed {
-                    dir.names.insert(
-                        name.to_vec(),
-                        Loc {
+                    if !is_dot(name) {
+                        if bad_name(name) {
+                            return Err(vol.corrupt(&what, at, "an entry with an invalid name"));
+                        }
+                        entries.push(RawEntry {
+                            name: name.to_vec(),
+                            ino,
+                            ftype,
+                        });
+                    }
+                    dir.ents.push(Ent {
+                        name: name.to_vec(),
+                        loc: Loc {
                             db,
                             off,
                             ino,
                             ftype,
                         },
-                    );
+                        live: true,
+                    });
                 }
-                entries.append(&mut found);
                 dir.data.insert(
                     db,
                     DataBlock {
@@ -145,10 +189,10 @@ impl LongDir {
         }
         dir.map = map;
         let parent = dir
-            .names
-            .get(&b".."[..])
-            .filter(|l| l.db == 0)
-            .map(|l| l.ino)
+            .ents
+            .iter()
+            .find(|e| e.name == b".." && e.loc.db == 0)
+            .map(|e| e.loc.ino)
             .ok_or_else(|| vol.corrupt(&what, ino.offset, "no \"..\" in data block 0"))?;
         if dir.index.first() != Some(&leaf_fsb) {
             return Err(vol.corrupt(&what, ino.offset, "no hash index block at 32 GiB"));
@@ -171,19 +215,20 @@ impl LongDir {
         let what = format!("directory inode {dir}");
         data::from_block_form(sb, &mut b)
             .ok_or_else(|| vol.corrupt(&what, 0, "block directory regions do not parse"))?;
-        let mut names = HashMap::new();
+        let mut ents = Vec::new();
         for (off, name, ino, ftype) in data::entries(sb, &b)
             .ok_or_else(|| vol.corrupt(&what, 0, "block directory regions do not parse"))?
         {
-            names.insert(
-                name.to_vec(),
-                Loc {
+            ents.push(Ent {
+                name: name.to_vec(),
+                loc: Loc {
                     db: 0,
                     off,
                     ino,
                     ftype,
                 },
-            );
+                live: true,
+            });
         }
         let mut data = BTreeMap::new();
         data.insert(
@@ -202,31 +247,36 @@ impl LongDir {
             data,
             index: Vec::new(),
             frees: Vec::new(),
-            names,
+            ents,
         })
     }
 
     /// Makes the directory hold `want` (besides "." and ".."): removes the names that
-    /// went or changed, adds the new ones.
+    /// went or changed, adds the new ones. `want` is the list as loaded with names
+    /// removed and added at the end, so one walk in step finds what changed (any other
+    /// order still ends right, only with more entries rewritten).
     pub fn apply(&mut self, vol: &Volume, want: &[RawEntry]) -> Result<()> {
         let sb = &vol.sb;
         let what = format!("directory inode {}", self.dir);
-        let wanted: HashMap<&[u8], &RawEntry> = want.iter().map(|e| (&e.name[..], e)).collect();
-        let same = |l: &Loc, e: &RawEntry| l.ino == e.ino && l.ftype == e.ftype;
-        let gone: Vec<Vec<u8>> = self
-            .names
-            .iter()
-            .filter(|(n, l)| {
-                n.as_slice() != b"." && n.as_slice() != b".." && {
-                    wanted.get(n.as_slice()).is_none_or(|e| !same(l, e))
+        let mut j = 0;
+        let mut gone = Vec::new();
+        for (i, e) in self.ents.iter().enumerate() {
+            if !e.live || is_dot(&e.name) {
+                continue;
+            }
+            match want.get(j) {
+                Some(w) if w.name == e.name && w.ino == e.loc.ino && w.ftype == e.loc.ftype => {
+                    j += 1
                 }
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        for n in gone {
-            let Some(l) = self.names.remove(&n) else {
+                _ => gone.push(i),
+            }
+        }
+        for i in gone {
+            let Some(e) = self.ents.get_mut(i) else {
                 continue;
             };
+            e.live = false;
+            let l = e.loc;
             let blk = self
                 .data
                 .get_mut(&l.db)
@@ -236,8 +286,8 @@ impl LongDir {
             blk.dirty = true;
         }
         let leaf_db = (DIR_LEAF_OFFSET >> sb.blocklog) / per(vol);
-        for e in want {
-            if self.names.contains_key(&e.name) {
+        for e in want.get(j..).unwrap_or(&[]) {
+            if self.ents.iter().any(|x| x.live && x.name == e.name) {
                 continue;
             }
             let need = data::entsize(sb, e.name.len());
@@ -269,15 +319,16 @@ impl LongDir {
             let off = data::insert(sb, &mut blk.b, &e.name, e.ino, e.ftype)
                 .ok_or_else(|| vol.corrupt(&what, 0, "no room where the best-free table says"))?;
             blk.dirty = true;
-            self.names.insert(
-                e.name.clone(),
-                Loc {
+            self.ents.push(Ent {
+                name: e.name.clone(),
+                loc: Loc {
                     db,
                     off,
                     ino: e.ino,
                     ftype: e.ftype,
                 },
-            );
+                live: true,
+            });
         }
         Ok(())
     }
@@ -428,8 +479,8 @@ impl LongDir {
         }
         // Every entry's hash and address, and each data block's best free region.
         let dshift = sb.blocklog + sb.dirblklog;
-        let mut ents = Vec::with_capacity(self.names.len());
-        for (name, l) in &self.names {
+        let mut ents = Vec::with_capacity(self.ents.len());
+        for Ent { name, loc: l, .. } in self.ents.iter().filter(|e| e.live) {
             let addr = ((l.db << dshift) + l.off as u64) >> 3;
             let addr = u32::try_from(addr).map_err(|_| vol.corrupt(&what, 0, "address"))?;
             ents.push((hashname(name), addr));
@@ -438,7 +489,9 @@ impl LongDir {
         let last_db = self.data.keys().next_back().copied().unwrap_or(0);
         let mut bests = vec![NULL_OFF; last_db as usize + 1];
         for (&db, d) in &self.data {
-            bests[db as usize] = data::best(sb, &d.b);
+            if let Some(v) = bests.get_mut(db as usize) {
+                *v = data::best(sb, &d.b);
+            }
         }
         let node_form = !self.frees.is_empty();
         let mut index_blocks: Vec<(u64, Vec<u8>)> = Vec::new();
