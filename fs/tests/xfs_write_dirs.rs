@@ -1,9 +1,9 @@
 //! Names changed in leaf and node directories (more entries than one directory block
 //! holds), and block directories grown into leaf and node form, on filesystems made by
-//! mkfs.xfs in four shapes (v5 defaults, v4, 8 KiB directory blocks, 1 KiB blocks)
-//! and filled by a protofile. After every step `xfs_repair -n` must find nothing; at
-//! the end our reader and the kernel (a read-only loop mount) must list exactly the
-//! names expected. Names that share a hash are among them.
+//! mkfs.xfs in four shapes (v5 defaults, v4, 8 KiB directory blocks with rmapbt, 1 KiB
+//! blocks) and filled by a protofile. After every step `xfs_repair -n` must find
+//! nothing; at the end our reader and the kernel (a read-only loop mount) must list
+//! exactly the names expected. Names that share a hash are among them.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -392,8 +392,13 @@ fn run(opts: &[&str], blocklog: u32, dirblk: u64, kernel: bool) {
     assert_eq!(form(&img, "/small", dirblk, blocklog), Form::Node);
     img.step("a subdirectory in a node directory", |fs| {
         fs.create(b"/small/sub", NewNode::Dir, &SetAttrs::default())?;
-        small.insert("sub".into());
-        create(fs, "/small/sub/x")
+        create(fs, "/small/sub/x")?;
+        fs.rename(b"/small/sub", b"/small/sub-renamed")?;
+        small.insert("sub-renamed".into());
+        // Over an existing name: the old file goes.
+        fs.rename(b"/small/more-0000", b"/small/more-0001")?;
+        small.remove("more-0000");
+        Ok(())
     });
     for (d, want) in [("/leaf", &leaf), ("/node", &node), ("/small", &small)] {
         assert_eq!(&img.names(d), want, "{}: {d}", img.label);
@@ -478,7 +483,7 @@ fn v4_leaf_and_node() {
 
 #[test]
 fn dir_blocks_of_8k() {
-    run(&["-n", "size=8192"], 12, 2, true);
+    run(&["-n", "size=8192", "-m", "rmapbt=1"], 12, 2, true);
 }
 
 #[test]
@@ -486,7 +491,8 @@ fn blocks_of_1k() {
     run(&["-b", "size=1024"], 10, 4, true);
 }
 
-/// A node directory whose block map is a btree (its blocks among its files' blocks).
+/// A node directory whose block map is a btree (its blocks among its files' blocks),
+/// with reverse mapping on.
 #[test]
 fn btree_mapped_directory() {
     if !have("mkfs.xfs") || !have("xfs_repair") || !have("xfs_db") {
@@ -495,7 +501,7 @@ fn btree_mapped_directory() {
     let names: Vec<String> = (0..1200).map(|i| long_name("f", i)).collect();
     let spare: Vec<String> = (0..200).map(|i| format!("x{i:03}")).collect();
     let img = Image::with_data(
-        &[],
+        &["-m", "rmapbt=1"],
         &[("d".into(), names.clone()), ("spare".into(), spare.clone())],
         true,
     );
