@@ -256,6 +256,25 @@ fn form(img: &Image, path: &str, dirblk: u64, blocklog: u32) -> Form {
     }
 }
 
+/// Whether the directory's data blocks (below 32 GiB) have holes among them.
+fn data_holes(img: &Image, path: &str, blocklog: u32) -> bool {
+    let (_, text) = img.shape(path);
+    let leaf = (32u64 << 30) >> blocklog;
+    let mut ranges: Vec<(u64, u64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data offset "))
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let off: u64 = w.next()?.parse().ok()?;
+            let count: u64 = w.nth(4)?.parse().ok()?;
+            Some((off, off + count))
+        })
+        .filter(|r| r.0 < leaf)
+        .collect();
+    ranges.sort();
+    ranges.windows(2).any(|w| w[0].1 < w[1].0)
+}
+
 fn create(fs: &XfsFs, path: &str) -> transplant_fs::Result<()> {
     fs.create(path.as_bytes(), NewNode::File(b""), &SetAttrs::default())
 }
@@ -276,7 +295,7 @@ fn run(opts: &[&str], blocklog: u32, dirblk: u64, kernel: bool) {
     // Inodes to free first (the writer does not allocate inode chunks), in small
     // directories so that removing them is quick.
     let spare: Vec<String> = (0..40).map(|i| format!("x{i:02}")).collect();
-    let nspare = (80 + 280 + past_block + past_leaf + 100) / 40;
+    let nspare = (80 + 280 + 300 + past_block + past_leaf + 100) / 40;
     let mut dirs = vec![
         ("leaf".to_string(), leaf_names.clone()),
         ("node".to_string(), node_names.clone()),
@@ -369,6 +388,30 @@ fn run(opts: &[&str], blocklog: u32, dirblk: u64, kernel: bool) {
         for n in node_names.iter().skip(20).step_by(5) {
             fs.remove(format!("/node/{n}").as_bytes())?;
             node.remove(n);
+        }
+        Ok(())
+    });
+    img.step("empty whole data blocks", |fs| {
+        for n in leaf_names.iter().skip(150) {
+            if leaf.remove(n) {
+                fs.remove(format!("/leaf/{n}").as_bytes())?;
+            }
+        }
+        for n in node_names.iter().take(500).skip(200) {
+            if node.remove(n) {
+                fs.remove(format!("/node/{n}").as_bytes())?;
+            }
+        }
+        Ok(())
+    });
+    assert!(data_holes(&img, "/node", blocklog), "{}", img.label);
+    img.step("fill the holes again", |fs| {
+        for i in 0..150 {
+            let (a, b) = (long_name("refill", i), format!("refill-{i}"));
+            create(fs, &format!("/node/{a}"))?;
+            node.insert(a);
+            create(fs, &format!("/leaf/{b}"))?;
+            leaf.insert(b);
         }
         Ok(())
     });
