@@ -57,6 +57,11 @@ def main():
             os.makedirs(mnt + path)
             for i in range(n):
                 open(os.path.join(mnt + path, fmt.format(i)), "w").close()
+        # What makes it a guest's root for `transplant write`.
+        with open(os.path.join(mnt, "etc", "fstab"), "w") as f:
+            f.write("/dev/sda2 / xfs defaults 0 0\n")
+        with open(os.path.join(mnt, "etc", "os-release"), "w") as f:
+            f.write("ID=rocky\nVERSION_ID=9.4\n")
         sh("umount", mnt)
         src = os.path.join(d, "data")
         with open(src, "wb") as f:
