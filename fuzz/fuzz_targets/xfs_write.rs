@@ -3,7 +3,8 @@
 //! of a 4-byte block number and a 4 KiB block; same seeds, `fuzz/xfs_seeds.py`), made
 //! writable in memory, opened with `XfsFs::open_rw`, then the rewriter's operations:
 //! replace a small and a larger file, create a file, a directory and a symlink, rename
-//! and remove. Errors are expected; a panic, hang or unbounded allocation is a finding.
+//! and remove, in shortform, block, leaf and node directories. Errors are expected; a
+//! panic, hang or unbounded allocation is a finding.
 
 use libfuzzer_sys::fuzz_target;
 use std::collections::BTreeMap;
@@ -88,6 +89,14 @@ fuzz_target!(|data: &[u8]| {
     let _ = fs.remove(b"/sf/entry-00001");
     let _ = fs.remove(b"/blk/entry-00003");
     let _ = fs.remove(b"/etc/fstab");
+    // Leaf and node directories (the seeds' /leaf and /node).
+    let _ = fs.create(b"/leaf/new-entry", NewNode::File(b""), &a);
+    let _ = fs.remove(b"/leaf/entry-00007");
+    let _ = fs.rename(b"/leaf/entry-00008", b"/node/entry-from-leaf");
+    let _ = fs.create(b"/node/new-entry", NewNode::Dir, &a);
+    let _ = fs.remove(b"/node/entry-00011");
+    let _ = fs.rename(b"/node/entry-00012", b"/leaf/entry-from-node");
+    let _ = fs.read_dir(b"/leaf");
     let mut buf = [0u8; 64];
     let _ = fs.read(b"/frag", 0, &mut buf);
     let _ = fs.read_dir(b"/etc");

@@ -3,7 +3,8 @@
 //! and a tail). Either is encoded whole from the entry list, so every change yields a
 //! directory laid out as the kernel would lay out a fresh one: entries packed from the
 //! start, one free region, the leaf sorted by name hash, the best-free table right.
-//! Leaf and node directories (more entries than one block holds) are not changed here.
+//! Leaf and node directories (more entries than one block holds) are changed in
+//! [`super::dir_long`].
 
 use super::bytes::{be64, put16, put32, put64, set_crc, u8_at};
 use super::dir2_sf::RawEntry;

@@ -11,6 +11,7 @@
 use super::bmbt::Fork;
 use super::dinode::{now, RawInode, DIFLAG2_BIGTIME, DIFLAG2_NREXT64};
 use super::dir2_sf::{self, bad_name, RawEntry};
+use super::dir_long::LongDir;
 use super::dir_write::{self, FT_DIR, FT_REG, FT_SYMLINK};
 use super::inode::{Inode, FMT_EXTENTS, FMT_LOCAL};
 use super::txn::{State, Txn};
@@ -81,8 +82,11 @@ pub(crate) fn check_features(fs: &XfsFs) -> Result<()> {
 /// A directory's names as the writer changes them.
 enum DirForm {
     Short,
-    /// Block form: its one block (AG-encoded block number, blocks per directory block).
-    Block(u64, u64),
+    /// Block form: its one block (AG-encoded block number, blocks per directory block),
+    /// and its block map with btree blocks (for growing into leaf form).
+    Block(u64, u64, Vec<bmbt::Extent>, Vec<u64>),
+    /// Leaf or node form, as read.
+    Long(Box<LongDir>),
 }
 
 struct DirView {
@@ -127,21 +131,25 @@ impl XfsFs {
         }
         let per = 1u64 << sb.dirblklog;
         let bsize = u64::from(sb.blocksize) << sb.dirblklog;
-        let map = bmbt::extents(vol, dir, Fork::Data)?;
+        let (map, nodes) = bmbt::extents_and_nodes(vol, dir, Fork::Data)?;
         let data: Vec<_> = map
             .iter()
             .filter(|e| e.off < DIR_LEAF_OFFSET >> sb.blocklog)
             .collect();
         let single = match data.as_slice() {
-            [e] if e.off == 0 && e.len == per && dir.size == bsize => Some(e.block),
+            // Block form has nothing mapped past its block (as xfs_dir2_isblock sees it).
+            [e] if e.off == 0 && e.len == per && dir.size == bsize && map.len() == 1 => {
+                Some(e.block)
+            }
             _ => None,
         };
         let Some(fsb) = single else {
-            return Err(vol.unsupported(format!(
-                "changing names in XFS directory inode {} in leaf or node form (more than one \
-                 directory block); only shortform and block directories are written",
-                dir.ino
-            )));
+            let (long, parent, entries) = LongDir::load(vol, dir)?;
+            return Ok(DirView {
+                parent,
+                entries,
+                form: DirForm::Long(Box::new(long)),
+            });
         };
         let what = format!("directory inode {}", dir.ino);
         let b = bmbt::read_blocks(vol, &map, 0, per, &what)?;
@@ -155,13 +163,14 @@ impl XfsFs {
         Ok(DirView {
             parent,
             entries,
-            form: DirForm::Block(fsb, per),
+            form: DirForm::Block(fsb, per, map, nodes),
         })
     }
 
     /// Writes `view` back into directory `raw`, turning a shortform directory that no
-    /// longer fits in its inode into a block directory.
-    fn put_dir(&self, tx: &mut Txn<'_>, raw: &mut RawInode, view: &DirView) -> Result<()> {
+    /// longer fits in its inode into a block directory, and a block directory that no
+    /// longer fits in its block into a leaf directory.
+    fn put_dir(&self, tx: &mut Txn<'_>, raw: &mut RawInode, view: &mut DirView) -> Result<()> {
         let vol = &self.vol;
         let sb = &vol.sb;
         let bsize = (sb.blocksize as usize) << sb.dirblklog;
@@ -173,17 +182,39 @@ impl XfsFs {
         };
         let (fsb, per) = match view.form {
             DirForm::Short => {
+                // Shortform only while one block could hold the entries too (as the
+                // kernel's xfs_dir2_sf_addname_pick decides), else its offsets mislead.
                 if let Some(b) = dir_write::sf_encode(sb, view.parent, &view.entries)
                     .filter(|b| b.len() <= raw.dfork_size())
+                    .filter(|_| {
+                        dir_write::block_encode(sb, dino, 0, view.parent, &view.entries, bsize)
+                            .is_some()
+                    })
                 {
                     raw.set_data_fork(FMT_LOCAL, &b, 0);
                     raw.set_size(b.len() as u64);
                     return Ok(());
                 }
-                // Check it fits before taking a block.
-                dir_write::block_encode(sb, raw.ino, 0, view.parent, &view.entries, bsize)
-                    .ok_or_else(too_big)?;
                 let per = 1u64 << sb.dirblklog;
+                // Check it fits before taking a block.
+                if dir_write::block_encode(sb, raw.ino, 0, view.parent, &view.entries, bsize)
+                    .is_none()
+                {
+                    // Straight to leaf form: a block of "." and "..", then every entry.
+                    let fsb = tx.alloc_meta(per as u32, tx.ag_of_ino(dino), dino, 0)?;
+                    let b = dir_write::block_encode(sb, dino, fsb, view.parent, &[], bsize)
+                        .ok_or_else(too_big)?;
+                    let map = vec![super::bmbt::Extent {
+                        off: 0,
+                        block: fsb,
+                        len: per,
+                        unwritten: false,
+                    }];
+                    raw.set_nblocks(raw.nblocks() + per);
+                    let mut long = LongDir::from_block(vol, dino, map, Vec::new(), b, true)?;
+                    long.apply(vol, &view.entries)?;
+                    return long.commit(tx, vol, raw);
+                }
                 let fsb = tx.alloc_meta(per as u32, tx.ag_of_ino(raw.ino), raw.ino, 0)?;
                 let rec = bmbt_write::encode(&super::bmbt::Extent {
                     off: 0,
@@ -196,7 +227,23 @@ impl XfsFs {
                 raw.set_nblocks(raw.nblocks() + per);
                 (fsb, per)
             }
-            DirForm::Block(fsb, per) => (fsb, per),
+            DirForm::Block(fsb, per, ref map, ref nodes) => {
+                if dir_write::block_encode(sb, raw.ino, fsb, view.parent, &view.entries, bsize)
+                    .is_none()
+                {
+                    let what = format!("directory inode {dino}");
+                    let b = bmbt::read_blocks(vol, map, 0, per, &what)?;
+                    let mut long =
+                        LongDir::from_block(vol, dino, map.clone(), nodes.clone(), b, false)?;
+                    long.apply(vol, &view.entries)?;
+                    return long.commit(tx, vol, raw);
+                }
+                (fsb, per)
+            }
+            DirForm::Long(ref mut long) => {
+                long.apply(vol, &view.entries)?;
+                return long.commit(tx, vol, raw);
+            }
         };
         let _ = per;
         let b = dir_write::block_encode(sb, raw.ino, fsb, view.parent, &view.entries, bsize)
@@ -334,7 +381,7 @@ impl XfsFs {
             ftype: sb.ftype.then_some(ftype),
         });
         let mut draw = RawInode::read(&self.vol, dir.ino)?;
-        self.put_dir(&mut tx, &mut draw, &view)?;
+        self.put_dir(&mut tx, &mut draw, &mut view)?;
         if matches!(node, NewNode::Dir) {
             draw.set_nlink(draw.nlink().saturating_add(1));
         }
@@ -389,7 +436,7 @@ impl XfsFs {
         let mut tx = Txn::new(&self.vol, &mut st);
         self.unlink_inode(&mut tx, &child, is_dir)?;
         let mut draw = RawInode::read(&self.vol, dir.ino)?;
-        self.put_dir(&mut tx, &mut draw, &view)?;
+        self.put_dir(&mut tx, &mut draw, &mut view)?;
         if is_dir {
             draw.set_nlink(draw.nlink().saturating_sub(1));
         }
@@ -463,11 +510,11 @@ impl XfsFs {
         });
         let t = now();
         let mut fraw = RawInode::read(&self.vol, fdir.ino)?;
-        self.put_dir(&mut tx, &mut fraw, &fview)?;
+        self.put_dir(&mut tx, &mut fraw, &mut fview)?;
         fraw.set_mtime(t);
         fraw.set_ctime(t);
         tx.inodes.insert(fdir.ino, fraw);
-        if let Some(tv) = &tview {
+        if let Some(tv) = &mut tview {
             let mut traw = RawInode::read(&self.vol, tdir.ino)?;
             self.put_dir(&mut tx, &mut traw, tv)?;
             traw.set_mtime(t);
