@@ -222,6 +222,20 @@ impl AgSpace {
             .map(|(&s, _)| s)
     }
 
+    /// The start of the smallest free extent holding `len` blocks from a multiple of
+    /// `align` (the lowest such), aligned.
+    pub fn aligned_fit(&self, len: u32, align: u32) -> Option<u32> {
+        let align = u64::from(align.max(1));
+        self.free
+            .iter()
+            .filter_map(|(&s, &l)| {
+                let a = u64::from(s).div_ceil(align) * align;
+                (a + u64::from(len) <= u64::from(s) + u64::from(l)).then_some((l, a as u32))
+            })
+            .min()
+            .map(|(_, a)| a)
+    }
+
     pub fn largest(&self) -> Option<(u32, u32)> {
         self.free
             .iter()

@@ -293,7 +293,7 @@ impl XfsFs {
         let perm = attrs.mode.map(|m| (m & 0o7777) as u16).unwrap_or(perm);
         let mut tx = Txn::new(&self.vol, &mut st);
         let ino = tx.alloc_inode(tx.ag_of_ino(dir.ino))?;
-        let mut raw = RawInode::read_free(&self.vol, ino)?;
+        let mut raw = tx.free_slot(ino)?;
         raw.init(kind | perm, self.new_flags2(), &sb.meta_uuid);
         raw.set_owner(attrs.uid.unwrap_or(0), attrs.gid.unwrap_or(0));
         raw.set_nlink(nlink);

@@ -1,0 +1,269 @@
+//! XFS writes that need new allocation structures: inode chunks made when every chunk
+//! is full, and replacing or removing files whose blocks are shared (reflink). Each
+//! result is checked with `xfs_repair -n` and read back by the kernel (loop mount, as
+//! root) and by our reader.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use transplant_formats::{BlockDev, Overlay, RawFile};
+use transplant_fs::xfs::XfsFs;
+use transplant_fs::{Filesystem, NewNode, SetAttrs};
+
+fn have(tool: &str) -> bool {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok && std::env::var_os("CI").is_some() {
+        panic!("{tool} is required when CI is set");
+    }
+    ok
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
+/// Whether the kernel tests can run: root for loop mounts (required under CI).
+fn kernel_ok() -> bool {
+    let root = is_root();
+    if !root && std::env::var_os("CI").is_some() {
+        panic!("the XFS kernel tests need root (loop mounts) in CI");
+    }
+    root
+}
+
+fn mkfs(path: &Path, mb: u64, opts: &[&str]) {
+    std::fs::File::create(path)
+        .unwrap()
+        .set_len(mb << 20)
+        .unwrap();
+    let out = Command::new("mkfs.xfs")
+        .args(["-q", "-f"])
+        .args(opts)
+        .arg(path)
+        .env("TEST_DIR", "1")
+        .env("TEST_DEV", "1")
+        .env("QA_CHECK_FS", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mkfs.xfs {opts:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Beginnings of the lines a clean `xfs_repair -n` prints.
+const REPAIR_CLEAN: &[&str] = &[
+    "Phase ",
+    "agno = ",
+    "Cannot get host filesystem geometry",
+    "Repair may fail if there is a sector size mismatch",
+    "the image and the host filesystem",
+    "zero log",
+    "scan filesystem freespace and inode maps",
+    "found root inode chunk",
+    "scan (but don't clear) agi unlinked lists",
+    "process known inodes and perform inode discovery",
+    "process newly discovered inodes",
+    "setting up duplicate extent list",
+    "check for inodes claiming duplicate blocks",
+    "No modify flag set",
+    "traversing filesystem",
+    "traversal finished",
+    "moving disconnected inodes to lost+found",
+];
+
+fn repair(path: &Path, when: &str) {
+    let out = Command::new("xfs_repair")
+        .args(["-n", "-f"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let odd: Vec<&str> = text
+        .lines()
+        .map(|l| l.trim_start_matches([' ', '\t', '-']).trim())
+        .filter(|l| !l.is_empty() && !REPAIR_CLEAN.iter().any(|ok| l.starts_with(ok)))
+        .collect();
+    assert!(
+        out.status.success() && odd.is_empty(),
+        "{when}: xfs_repair -n:\n{text}"
+    );
+}
+
+/// Opens the image for writing over an overlay, runs `f`, commits, checks with repair.
+fn step(path: &Path, what: &str, f: impl FnOnce(&XfsFs) -> transplant_fs::Result<()>) {
+    let base: Arc<dyn BlockDev> = Arc::new(RawFile::open(path, true).unwrap());
+    let ov = Arc::new(Overlay::new(base));
+    let fs = XfsFs::open_rw(ov.clone()).unwrap();
+    f(&fs).unwrap_or_else(|e| panic!("{what}: {e}"));
+    fs.sync().unwrap();
+    ov.commit().unwrap();
+    repair(path, &format!("after {what}"));
+}
+
+fn read_all(fs: &dyn Filesystem, path: &[u8]) -> Vec<u8> {
+    let size = fs.lstat(path).unwrap().size as usize;
+    let mut buf = vec![0u8; size];
+    let mut done = 0;
+    while done < size {
+        let n = fs.read(path, done as u64, &mut buf[done..]).unwrap();
+        assert!(n > 0);
+        done += n;
+    }
+    buf
+}
+
+fn sb_field(path: &Path, field: &str) -> u64 {
+    let out = Command::new("xfs_db")
+        .args(["-r", "-c", "sb 0", "-c", &format!("p {field}")])
+        .arg(path)
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    s.split('=')
+        .nth(1)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("xfs_db sb {field}: {s}"))
+}
+
+/// A loop mount of its own device, unmounted and detached on drop.
+struct Mounted(PathBuf, String);
+
+impl Mounted {
+    fn new(img: &Path, mnt: &Path, ro: bool) -> Mounted {
+        std::fs::create_dir_all(mnt).unwrap();
+        let mut last = String::new();
+        for _ in 0..10 {
+            let mut c = Command::new("losetup");
+            if ro {
+                c.arg("-r");
+            }
+            let out = c.args(["-f", "--show"]).arg(img).output().unwrap();
+            let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() {
+                let m = Command::new("mount")
+                    .args(["-o", if ro { "ro" } else { "rw" }])
+                    .arg(&dev)
+                    .arg(mnt)
+                    .output()
+                    .unwrap();
+                if m.status.success() {
+                    return Mounted(mnt.to_path_buf(), dev);
+                }
+                last = String::from_utf8_lossy(&m.stderr).into_owned();
+                let _ = Command::new("losetup").args(["-d", &dev]).status();
+            } else {
+                last = String::from_utf8_lossy(&out.stderr).into_owned();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        panic!("cannot mount {}: {last}", img.display());
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = Command::new("losetup").args(["-d", &self.1]).status();
+    }
+}
+
+const DIRS: usize = 10;
+const PER_DIR: usize = 20;
+
+fn name(d: usize, f: usize) -> String {
+    format!("/d{d}/file{f:02}")
+}
+
+/// On a fresh filesystem (one chunk, 61 inodes free with 4 KiB blocks) 210 new inodes need new chunks;
+/// in every shape the kernel reads them all back.
+#[test]
+fn creates_past_the_first_inode_chunk() {
+    if !have("mkfs.xfs") || !have("xfs_repair") || !have("xfs_db") {
+        return;
+    }
+    let kernel = kernel_ok();
+    let shapes: &[&[&str]] = &[
+        &[],
+        &["-m", "crc=0"],
+        &["-m", "reflink=1,rmapbt=1"],
+        &["-b", "size=1024"],
+        &["-b", "size=65536"],
+        &["-i", "sparse=0", "-m", "finobt=0"],
+    ];
+    for opts in shapes {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fs.img");
+        let mb = if opts.contains(&"size=65536") {
+            512
+        } else {
+            64
+        };
+        mkfs(&path, mb, opts);
+        let icount = sb_field(&path, "icount");
+        let used = icount - sb_field(&path, "ifree");
+        let made = (DIRS + DIRS * PER_DIR) as u64;
+        step(&path, &format!("{opts:?}: 210 creates"), |fs| {
+            for d in 0..DIRS {
+                fs.create(
+                    format!("/d{d}").as_bytes(),
+                    NewNode::Dir,
+                    &SetAttrs::default(),
+                )?;
+                for f in 0..PER_DIR {
+                    let data = format!("{d}/{f}\n");
+                    fs.create(
+                        name(d, f).as_bytes(),
+                        NewNode::File(data.as_bytes()),
+                        &SetAttrs::default(),
+                    )?;
+                }
+            }
+            Ok(())
+        });
+        let after = sb_field(&path, "icount");
+        let ifree = sb_field(&path, "ifree");
+        assert!(after > icount, "{opts:?}: no chunk was made");
+        assert_eq!(after - ifree, used + made, "{opts:?}");
+        // A second session finds the chunks' free inodes and uses them.
+        step(&path, &format!("{opts:?}: one more"), |fs| {
+            fs.create(b"/last", NewNode::File(b"x"), &SetAttrs::default())
+        });
+        {
+            let base: Arc<dyn BlockDev> = Arc::new(RawFile::open(&path, false).unwrap());
+            let fs = XfsFs::open(base).unwrap();
+            assert_eq!(fs.read_dir(b"/d9").unwrap().len(), PER_DIR, "{opts:?}");
+            assert_eq!(read_all(&fs, b"/d9/file19"), b"9/19\n", "{opts:?}");
+        }
+        // This kernel no longer mounts v4 filesystems.
+        if kernel && !opts.contains(&"crc=0") {
+            let mnt = dir.path().join("mnt");
+            let _m = Mounted::new(&path, &mnt, true);
+            for d in 0..DIRS {
+                let n = std::fs::read_dir(mnt.join(format!("d{d}")))
+                    .unwrap()
+                    .count();
+                assert_eq!(n, PER_DIR, "{opts:?}: d{d}");
+            }
+            assert_eq!(
+                std::fs::read(mnt.join("d9/file19")).unwrap(),
+                b"9/19\n",
+                "{opts:?}"
+            );
+        }
+    }
+}
