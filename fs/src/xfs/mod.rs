@@ -29,6 +29,7 @@ mod dir_write;
 mod ialloc;
 mod inode;
 mod log;
+mod refcount;
 mod rmap;
 mod sbtree;
 mod space;

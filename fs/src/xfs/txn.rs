@@ -107,23 +107,25 @@ impl<'a> Txn<'a> {
         (0..n).map(|i| (first % n + i) % n).collect()
     }
 
-    /// Frees `len` blocks from `fsb` owned by `owner` at `offset` (with rmap flags).
+    /// Ends `owner`'s use of `len` blocks from `fsb` at `offset` (with rmap flags): its
+    /// reverse mapping goes, shared blocks lose one reference and the rest are freed.
     pub fn free(&mut self, fsb: u64, len: u64, owner: u64, offset: u64) -> Result<()> {
         let (agno, agbno) = self.split(fsb);
         let len32 = u32::try_from(len).unwrap_or(u32::MAX);
         let vol = self.vol;
         let at = vol.sb.fsb_offset(fsb).unwrap_or(0);
         let ag = self.ag(agno)?;
-        if ag.is_shared(agbno, len32) {
+        if ag.is_shared(agbno, len32) && ag.has_cow() {
             return Err(Error::Refused {
                 dev: vol.name().to_string(),
                 reason: format!(
-                    "inode {owner} shares blocks with another file (reflink); replacing shared \
-                     data is not supported: unshare the file in the guest first (cp --reflink=never)"
+                    "inode {owner} shares blocks with another file and AG {agno} holds \
+                     copy-on-write staging extents the kernel left behind; mount and unmount \
+                     the filesystem once under Linux so it cleans them up"
                 ),
             });
         }
-        if !ag.give(agbno, len32) {
+        if !ag.release(agbno, len32) {
             return Err(vol.corrupt(
                 &format!("extent of inode {owner}"),
                 at,
