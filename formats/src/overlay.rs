@@ -119,6 +119,16 @@ impl Overlay {
             let mut pos = start;
             while pos < start + len {
                 let n = OVERLAY_BLOCK.min(start + len - pos) as usize;
+                // A block held in memory goes out as it is, without a copy.
+                let st = self.lock();
+                if let Some(Slot::Mem(b)) = st.blocks.get(&(pos / OVERLAY_BLOCK)) {
+                    if b.len() == n {
+                        self.base.write_at(b, pos)?;
+                        pos += n as u64;
+                        continue;
+                    }
+                }
+                drop(st);
                 self.read_at(&mut buf[..n], pos)?;
                 self.base.write_at(&buf[..n], pos)?;
                 pos += n as u64;
@@ -246,6 +256,13 @@ impl BlockDev for Overlay {
             let n = (OVERLAY_BLOCK as usize - within).min(buf.len() - done);
             let blen = self.block_len(idx);
             let mut st = self.lock();
+            if n == blen {
+                // The whole block is new: no need to zero or read it first.
+                let block: Box<[u8]> = buf[done..done + n].into();
+                self.store(&mut st, idx, block)?;
+                done += n;
+                continue;
+            }
             let mut block = vec![0u8; blen].into_boxed_slice();
             match st.blocks.get(&idx) {
                 Some(slot) => self.read_slot(&st, slot, &mut block, 0)?,
