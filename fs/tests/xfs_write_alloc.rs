@@ -367,3 +367,47 @@ fn replacing_reflinked_files_keeps_the_other_copies() {
         assert_eq!(std::fs::read(mnt.join("clone2")).unwrap(), b"small\n");
     }
 }
+
+/// Symbolic links too long for the inode get a block of their own (v5: with its
+/// header); the kernel and xfs_db follow them, and removing them frees the block.
+#[test]
+fn long_symlink_targets_go_to_a_block() {
+    if !have("mkfs.xfs") || !have("xfs_repair") {
+        return;
+    }
+    let kernel = kernel_ok();
+    let long = format!("/{}", "abcdefghi/".repeat(60));
+    let longest = format!("/{}", "x".repeat(1022));
+    for opts in [&[][..], &["-m", "crc=0"][..], &["-b", "size=1024"][..]] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fs.img");
+        mkfs(&path, 64, opts);
+        let one_k_v5 = opts.contains(&"size=1024");
+        step(&path, &format!("{opts:?}: long symlinks"), |fs| {
+            let a = SetAttrs::default();
+            fs.create(b"/l600", NewNode::Symlink(long.as_bytes()), &a)?;
+            fs.create(b"/gone", NewNode::Symlink(long.as_bytes()), &a)?;
+            let r = fs.create(b"/l1023", NewNode::Symlink(longest.as_bytes()), &a);
+            // Over one 1 KiB block with its 56-byte header: not written.
+            assert_eq!(r.is_err(), one_k_v5, "{opts:?}: {r:?}");
+            // The kernel's limit: 1023 bytes.
+            let too = format!("{longest}y");
+            assert!(fs
+                .create(b"/l1025", NewNode::Symlink(too.as_bytes()), &a)
+                .is_err());
+            fs.remove(b"/gone")
+        });
+        let base: Arc<dyn BlockDev> = Arc::new(RawFile::open(&path, false).unwrap());
+        let fs = XfsFs::open(base).unwrap();
+        assert_eq!(fs.read_link(b"/l600").unwrap(), long.as_bytes());
+        if !one_k_v5 {
+            assert_eq!(fs.read_link(b"/l1023").unwrap(), longest.as_bytes());
+        }
+        if kernel && !opts.contains(&"crc=0") {
+            let mnt = dir.path().join("mnt");
+            let _m = Mounted::new(&path, &mnt, true);
+            let t = std::fs::read_link(mnt.join("l600")).unwrap();
+            assert_eq!(t.to_str().unwrap(), long, "{opts:?}");
+        }
+    }
+}

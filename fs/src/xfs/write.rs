@@ -281,7 +281,7 @@ impl XfsFs {
             NewNode::File(_) => (0o100000u16, 0o644, 1),
             NewNode::Dir => (0o040000, 0o755, 2),
             NewNode::Symlink(t) => {
-                if t.is_empty() || t.len() > 1024 {
+                if t.is_empty() || t.len() >= 1024 {
                     return Err(Error::Refused {
                         dev: self.vol.name().to_string(),
                         reason: format!("{}: a link target of {} bytes", show(path), t.len()),
@@ -316,14 +316,11 @@ impl XfsFs {
             }
             NewNode::Symlink(target) => {
                 if target.len() > raw.dfork_size() {
-                    return Err(self.vol.unsupported(format!(
-                        "{}: a symbolic link target of {} bytes (longer than the inode holds)",
-                        show(path),
-                        target.len()
-                    )));
+                    tx.set_symlink_blocks(&mut raw, target)?;
+                } else {
+                    raw.set_data_fork(FMT_LOCAL, target, 0);
+                    raw.set_size(target.len() as u64);
                 }
-                raw.set_data_fork(FMT_LOCAL, target, 0);
-                raw.set_size(target.len() as u64);
                 FT_SYMLINK
             }
         };
