@@ -411,3 +411,119 @@ fn long_symlink_targets_go_to_a_block() {
         }
     }
 }
+
+fn db_field(path: &Path, obj: &str, field: &str) -> u64 {
+    let out = Command::new("xfs_db")
+        .args(["-r", "-c", obj, "-c", &format!("p {field}")])
+        .arg(path)
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    s.split('=')
+        .nth(1)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("xfs_db {obj} {field}: {s}"))
+}
+
+/// Chunks the kernel made and filled on a loop mount (its files in four directories,
+/// so in several AGs, then each AG's free inodes used up by files in a directory of
+/// that AG, since the kernel makes a chunk in the parent's AG before it looks at the
+/// others), then 210 of ours.
+#[test]
+fn chunks_after_the_kernels_full_ones() {
+    if !have("mkfs.xfs") || !have("xfs_repair") || !have("xfs_db") || !kernel_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fs.img");
+    let mnt = dir.path().join("mnt");
+    mkfs(&path, 64, &[]);
+    let ag_bits = sb_field(&path, "agblklog") + sb_field(&path, "inopblog");
+    let agcount = sb_field(&path, "agcount");
+    for round in 0..4 {
+        let free: Vec<u64> = (0..agcount)
+            .map(|a| db_field(&path, &format!("agi {a}"), "freecount"))
+            .collect();
+        if free.iter().all(|&f| f == 0) {
+            break;
+        }
+        let _m = Mounted::new(&path, &mnt, false);
+        let mut by_ag = std::collections::BTreeMap::new();
+        for d in 0..8 {
+            let p = mnt.join(format!("k{d}"));
+            if !p.exists() {
+                std::fs::create_dir(&p).unwrap();
+            }
+            use std::os::unix::fs::MetadataExt;
+            by_ag.insert(std::fs::metadata(&p).unwrap().ino() >> ag_bits, p);
+        }
+        for (a, &f) in free.iter().enumerate() {
+            if let Some(d) = by_ag.get(&(a as u64)) {
+                for k in 0..f {
+                    std::fs::write(d.join(format!("r{round}-{k}")), b"k").unwrap();
+                }
+            }
+        }
+    }
+    assert_eq!(sb_field(&path, "ifree"), 0, "the kernel left free inodes");
+    repair(&path, "as the kernel left it");
+    let used = sb_field(&path, "icount");
+    step(&path, "210 creates after the kernel's chunks", |fs| {
+        let a = SetAttrs::default();
+        for d in 0..DIRS {
+            fs.create(format!("/d{d}").as_bytes(), NewNode::Dir, &a)?;
+            for f in 0..PER_DIR {
+                fs.create(name(d, f).as_bytes(), NewNode::File(b"x"), &a)?;
+            }
+        }
+        Ok(())
+    });
+    let made = (DIRS + DIRS * PER_DIR) as u64;
+    assert_eq!(
+        sb_field(&path, "icount") - sb_field(&path, "ifree"),
+        used + made
+    );
+    let _m = Mounted::new(&path, &mnt, true);
+    for d in 0..DIRS {
+        let n = std::fs::read_dir(mnt.join(format!("d{d}")))
+            .unwrap()
+            .count();
+        assert_eq!(n, PER_DIR);
+    }
+}
+
+/// The `imaxpct` limit the kernel keeps, kept: past it a create fails with no space.
+#[test]
+fn new_chunks_stop_at_the_inode_limit() {
+    if !have("mkfs.xfs") || !have("xfs_repair") || !have("xfs_db") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fs.img");
+    // 32 MiB at 1%: 80 blocks of inodes, 640 inodes (ten chunks).
+    mkfs(&path, 32, &["-i", "maxpct=1"]);
+    let mut made = 3u64;
+    step(&path, "creates up to the inode limit", |fs| {
+        let a = SetAttrs::default();
+        for d in 0.. {
+            for f in 0..=PER_DIR {
+                let (p, node) = if f == 0 {
+                    (format!("/d{d}"), NewNode::Dir)
+                } else {
+                    (name(d, f), NewNode::File(b"x"))
+                };
+                match fs.create(p.as_bytes(), node, &a) {
+                    Ok(()) => made += 1,
+                    Err(transplant_fs::Error::NoSpace(why)) => {
+                        assert!(why.contains("imaxpct"), "{why}");
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    });
+    assert_eq!(sb_field(&path, "icount"), 640);
+    assert_eq!(sb_field(&path, "ifree"), 640 - made);
+}
