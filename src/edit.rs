@@ -169,8 +169,11 @@ impl Input {
             .ok()
             .filter(|m| m.is_file())
             .map_or(0, |m| m.len());
+        // SAFETY: queries fd 0's position; no memory is passed.
+        let at = unsafe { libc::lseek(0, 0, libc::SEEK_CUR) };
         if let Ok(n) = usize::try_from(len) {
-            if n >= 1 << 20 {
+            // Only from the start: a caller may have read part of the file already.
+            if n >= 1 << 20 && at == 0 {
                 // SAFETY: a new private read-only mapping of fd 0, checked for failure;
                 // it is only read through `bytes` and unmapped once, on drop. A file
                 // shrunk under us while mapped would fault (SIGBUS), as with any map.
