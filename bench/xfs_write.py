@@ -6,7 +6,9 @@ image changed in place). Each on a fresh copy of the same image (the copy not ti
 fastest of three; both results are checked with `xfs_repair -n` and read back by the
 kernel. Prints the times and kernel/ours (>1: we are faster). Needs root.
 
-Usage: bench/xfs_write.py [--size-mib 60]
+Usage: bench/xfs_write.py [--size-mib 60] [--also OTHER_TRANSPLANT_BINARY]
+(--also times a second build the same way in the same run, e.g. one from before a change:
+on a shared machine only ratios taken together compare.)
 """
 import argparse
 import os
@@ -39,6 +41,7 @@ def check(work, mnt, data):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mib", type=int, default=60)
+    ap.add_argument("--also", help="another transplant binary to time alongside")
     a = ap.parse_args()
     build_release()
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as d:
@@ -69,16 +72,19 @@ def main():
                             '&& sync && umount "$2"', "sh", work, mnt, data])
             best_k = t if best_k is None else min(best_k, t)
         check(work, mnt, data)
-        for _ in range(3):
-            shutil.copyfile(base, work)
-            sh("sync")
-            with open(data, "rb") as stdin:
-                t, _ = measure([TRANSPLANT, "write", f"{work}:/initramfs.img"], stdin=stdin)
-            best_t = t if best_t is None else min(best_t, t)
-        check(work, mnt, data)
-        table([(f"replace a {a.size_mib} MiB file", f"{best_k:.3f}s", f"{best_t:.3f}s",
-                f"{best_k / best_t:.2f}")],
-              ("operation", "kernel (mount, cp, sync, umount)", "transplant write", "ratio"))
+        rows = []
+        for binary in [TRANSPLANT] + ([a.also] if a.also else []):
+            best_t = None
+            for _ in range(3):
+                shutil.copyfile(base, work)
+                sh("sync")
+                with open(data, "rb") as stdin:
+                    t, _ = measure([binary, "write", f"{work}:/initramfs.img"], stdin=stdin)
+                best_t = t if best_t is None else min(best_t, t)
+            check(work, mnt, data)
+            name = f"replace a {a.size_mib} MiB file" + ("" if binary == TRANSPLANT else f" ({binary})")
+            rows.append((name, f"{best_k:.3f}s", f"{best_t:.3f}s", f"{best_k / best_t:.2f}"))
+        table(rows, ("operation", "kernel (mount, cp, sync, umount)", "transplant write", "ratio"))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ def fill(m, big):
             f.write(bytes([k]) * 4096)
             f.flush()
             os.fsync(f.fileno())
+    sh("cp", "--reflink=auto", f"{m}/frag", f"{m}/frag.clone")
     os.symlink("etc/fstab", f"{m}/short")
     os.symlink("/" + "x" * 900, f"{m}/long")
     open(f"{m}/attrs", "w").write("a")

@@ -205,6 +205,70 @@ pub struct WriteArgs {
     open: OpenArgs,
 }
 
+/// What `write` reads from stdin: a read-only map of it when it is a regular file
+/// (a 60 MiB initramfs is then neither copied nor faulted into fresh zeroed memory
+/// before it reaches the filesystem), else its bytes read into memory.
+enum Input {
+    Map(*mut libc::c_void, usize),
+    Bytes(Vec<u8>),
+}
+
+impl Input {
+    fn stdin() -> Result<Input> {
+        let len = std::fs::metadata("/dev/stdin")
+            .ok()
+            .filter(|m| m.is_file())
+            .map_or(0, |m| m.len());
+        // SAFETY: queries fd 0's position; no memory is passed.
+        let at = unsafe { libc::lseek(0, 0, libc::SEEK_CUR) };
+        if let Ok(n) = usize::try_from(len) {
+            // Only from the start: a caller may have read part of the file already.
+            if n >= 1 << 20 && at == 0 {
+                // SAFETY: a new private read-only mapping of fd 0, checked for failure;
+                // it is only read through `bytes` and unmapped once, on drop. A file
+                // shrunk under us while mapped would fault (SIGBUS), as with any map.
+                let p = unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        n,
+                        libc::PROT_READ,
+                        libc::MAP_PRIVATE | libc::MAP_POPULATE,
+                        0,
+                        0,
+                    )
+                };
+                if p != libc::MAP_FAILED {
+                    return Ok(Input::Map(p, n));
+                }
+            }
+        }
+        let mut data = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut data)
+            .context("reading stdin")?;
+        Ok(Input::Bytes(data))
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            // SAFETY: the mapping is `n` readable bytes and lives as long as `self`.
+            Input::Map(p, n) => unsafe { std::slice::from_raw_parts(*p as *const u8, *n) },
+            Input::Bytes(v) => v,
+        }
+    }
+}
+
+impl Drop for Input {
+    fn drop(&mut self) {
+        if let Input::Map(p, n) = *self {
+            // SAFETY: unmaps exactly the mapping made in `stdin`, once.
+            unsafe {
+                libc::munmap(p, n);
+            }
+        }
+    }
+}
+
 pub fn run_write(a: WriteArgs) -> Result<()> {
     let (t, path) = target_path(&a.target)?;
     let mode = a.mode.as_deref().map(parse_mode).transpose()?;
@@ -214,10 +278,8 @@ pub fn run_write(a: WriteArgs) -> Result<()> {
         .map(parse_owner)
         .transpose()?
         .unwrap_or((None, None));
-    let mut data = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut data)
-        .context("reading stdin")?;
+    let input = Input::stdin()?;
+    let data = input.bytes();
     let s = Session::open(&t, &a.open.options())?;
     let attrs = SetAttrs {
         mode,
@@ -228,14 +290,14 @@ pub fn run_write(a: WriteArgs) -> Result<()> {
     let what = match s.tree.stat(&path, true) {
         Ok(m) if m.kind == FileKind::Dir => bail!("{} is a directory", show(&path)),
         Ok(_) => {
-            s.tree.write_file(&path, &data)?;
+            s.tree.write_file(&path, data)?;
             if attrs != SetAttrs::default() {
                 s.tree.set_attrs(&path, &attrs)?;
             }
             "replaced"
         }
         Err(transplant_fs::Error::NotFound(_)) => {
-            s.tree.create(&path, NewNode::File(&data), &attrs)?;
+            s.tree.create(&path, NewNode::File(data), &attrs)?;
             "created"
         }
         Err(e) => return Err(e.into()),

@@ -20,8 +20,15 @@ pub const DEFAULT_MEMORY_BOUND: u64 = 64 * 1024 * 1024;
 
 enum Slot {
     Mem(Box<[u8]>),
+    /// A block of a large write kept with its neighbours in one allocation (in huge
+    /// pages where the kernel gives them): the run and the block's offset in it.
+    Run(Arc<Vec<u8>>, usize),
     Spill(u64),
 }
+
+/// Writes of at least this many whole blocks are kept as one run: a 60 MiB file copied
+/// into 960 separate 64 KiB blocks spends more time faulting in fresh pages than copying.
+const RUN_MIN_BLOCKS: u64 = 32;
 
 struct State {
     blocks: BTreeMap<u64, Slot>,
@@ -119,6 +126,19 @@ impl Overlay {
             let mut pos = start;
             while pos < start + len {
                 let n = OVERLAY_BLOCK.min(start + len - pos) as usize;
+                // A block held in memory goes out as it is, without a copy.
+                let st = self.lock();
+                let held = match st.blocks.get(&(pos / OVERLAY_BLOCK)) {
+                    Some(Slot::Mem(b)) => Some(&b[..]),
+                    Some(Slot::Run(r, at)) => r.get(*at..at + n),
+                    _ => None,
+                };
+                if let Some(b) = held.filter(|b| b.len() == n) {
+                    self.base.write_at(b, pos)?;
+                    pos += n as u64;
+                    continue;
+                }
+                drop(st);
                 self.read_at(&mut buf[..n], pos)?;
                 self.base.write_at(&buf[..n], pos)?;
                 pos += n as u64;
@@ -142,6 +162,11 @@ impl Overlay {
                 buf.copy_from_slice(&b[within..within + buf.len()]);
                 Ok(())
             }
+            Slot::Run(r, at) => {
+                let lo = at + within;
+                buf.copy_from_slice(&r[lo..lo + buf.len()]);
+                Ok(())
+            }
             Slot::Spill(off) => {
                 let f = st.spill.as_ref().ok_or_else(|| {
                     Error::io(
@@ -153,6 +178,24 @@ impl Overlay {
                     .map_err(|e| Error::io(&self.name, e))
             }
         }
+    }
+
+    /// How many whole blocks from `idx` a write of `avail` bytes there may keep as one
+    /// run: at least [`RUN_MIN_BLOCKS`], none of them spilled, all within the memory
+    /// bound; else 0.
+    fn run_blocks(&self, st: &State, idx: u64, avail: u64) -> u64 {
+        let full = (self.base.len() / OVERLAY_BLOCK).saturating_sub(idx);
+        let k = (avail / OVERLAY_BLOCK).min(full);
+        if k < RUN_MIN_BLOCKS
+            || st.mem_bytes + k * OVERLAY_BLOCK > self.bound
+            || st
+                .blocks
+                .range(idx..idx + k)
+                .any(|(_, s)| matches!(s, Slot::Spill(_)))
+        {
+            return 0;
+        }
+        k
     }
 
     fn store(&self, st: &mut State, idx: u64, data: Box<[u8]>) -> Result<()> {
@@ -169,7 +212,7 @@ impl Overlay {
                 .write_all_at(&data, off)
                 .map_err(|e| Error::io(&self.name, e));
         }
-        if let Some(Slot::Mem(_)) = st.blocks.get(&idx) {
+        if let Some(Slot::Mem(_) | Slot::Run(..)) = st.blocks.get(&idx) {
             st.blocks.insert(idx, Slot::Mem(data));
             return Ok(());
         }
@@ -190,6 +233,23 @@ impl Overlay {
         st.blocks.insert(idx, Slot::Spill(off));
         Ok(())
     }
+}
+
+/// A copy of `data` in memory the kernel is asked to back with huge pages.
+fn huge_copy(data: &[u8]) -> Vec<u8> {
+    const HUGE: usize = 2 << 20;
+    let mut v: Vec<u8> = Vec::with_capacity(data.len());
+    let p = v.as_mut_ptr() as usize;
+    let (start, end) = (p.div_ceil(HUGE) * HUGE, (p + data.len()) / HUGE * HUGE);
+    if end > start {
+        // SAFETY: advice over whole pages inside the vector's own, still empty,
+        // allocation; it changes no contents and hands out no memory.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+        }
+    }
+    v.extend_from_slice(data);
+    v
 }
 
 impl BlockDev for Overlay {
@@ -246,6 +306,28 @@ impl BlockDev for Overlay {
             let n = (OVERLAY_BLOCK as usize - within).min(buf.len() - done);
             let blen = self.block_len(idx);
             let mut st = self.lock();
+            if within == 0 {
+                let k = self.run_blocks(&st, idx, (buf.len() - done) as u64);
+                if k > 0 {
+                    let len = (k * OVERLAY_BLOCK) as usize;
+                    let run = Arc::new(huge_copy(&buf[done..done + len]));
+                    for j in 0..k {
+                        let slot = Slot::Run(run.clone(), (j * OVERLAY_BLOCK) as usize);
+                        if st.blocks.insert(idx + j, slot).is_none() {
+                            st.mem_bytes += OVERLAY_BLOCK;
+                        }
+                    }
+                    done += len;
+                    continue;
+                }
+            }
+            if n == blen {
+                // The whole block is new: no need to zero or read it first.
+                let block: Box<[u8]> = buf[done..done + n].into();
+                self.store(&mut st, idx, block)?;
+                done += n;
+                continue;
+            }
             let mut block = vec![0u8; blen].into_boxed_slice();
             match st.blocks.get(&idx) {
                 Some(slot) => self.read_slot(&st, slot, &mut block, 0)?,
@@ -326,6 +408,35 @@ mod tests {
         base.read_at(&mut b, 65_534).unwrap();
         assert_eq!(&b, b"hello");
         assert!(ov.changed_ranges().is_empty());
+    }
+
+    #[test]
+    fn large_writes_kept_as_runs_read_rewrite_and_commit() {
+        let len = 80 * OVERLAY_BLOCK as usize + 77;
+        let base = Arc::new(MemDev::writable("base", vec![1u8; len]));
+        let ov = Overlay::new(base.clone());
+        let data = pattern(len - 100);
+        ov.write_at(&data, 100).unwrap();
+        // A small write inside the run, and one across its end.
+        ov.write_at(b"abc", 40 * OVERLAY_BLOCK + 10).unwrap();
+        ov.write_at(b"tail", len as u64 - 4).unwrap();
+        let mut expect = vec![1u8; len];
+        expect[100..].copy_from_slice(&data);
+        let at = 40 * OVERLAY_BLOCK as usize + 10;
+        expect[at..at + 3].copy_from_slice(b"abc");
+        expect[len - 4..].copy_from_slice(b"tail");
+        let mut back = vec![0u8; len];
+        ov.read_at(&mut back, 0).unwrap();
+        assert!(back == expect);
+        ov.commit().unwrap();
+        base.read_at(&mut back, 0).unwrap();
+        assert!(back == expect);
+        // Past the memory bound, large writes spill as before.
+        let small = Overlay::with_memory_bound(base.clone(), 8 * OVERLAY_BLOCK);
+        small.write_at(&data, 0).unwrap();
+        assert!(small.usage().1 > 0);
+        small.read_at(&mut back[..data.len()], 0).unwrap();
+        assert!(back[..data.len()] == data[..]);
     }
 
     #[test]

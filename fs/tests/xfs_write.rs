@@ -543,7 +543,7 @@ fn getfattr(path: &Path, name: &str) -> String {
 }
 
 /// On a filesystem the kernel filled (SELinux labels, a reflinked copy): a replaced
-/// file keeps its label, shared blocks are refused, and the kernel reads the result.
+/// file keeps its label, a reflinked copy can be replaced, and the kernel reads the result.
 #[test]
 fn kernel_reads_what_was_written_and_labels_stay() {
     let root = is_root();
@@ -602,8 +602,8 @@ fn kernel_reads_what_was_written_and_labels_stay() {
         )
     });
     img.with(|fs| {
-        let e = fs.write_file(b"/data.clone", b"x").unwrap_err();
-        assert!(matches!(e, Error::Refused { .. }), "{e}");
+        // Shared blocks lose a reference (not committed here: see xfs_write_alloc.rs).
+        fs.write_file(b"/data.clone", b"x").unwrap();
         assert_eq!(
             fs.get_xattr(b"/etc/fstab", b"security.selinux").unwrap(),
             Some(b"system_u:object_r:etc_t:s0".to_vec())

@@ -3,8 +3,9 @@
 //! of a 4-byte block number and a 4 KiB block; same seeds, `fuzz/xfs_seeds.py`), made
 //! writable in memory, opened with `XfsFs::open_rw`, then the rewriter's operations:
 //! replace a small and a larger file, create a file, a directory and a symlink, rename
-//! and remove, in shortform, block, leaf and node directories. Errors are expected; a
-//! panic, hang or unbounded allocation is a finding.
+//! and remove, in shortform, block, leaf and node directories, replace a reflinked copy
+//! (shared blocks: the refcountbt), and create enough files to need new inode chunks.
+//! Errors are expected; a panic, hang or unbounded allocation is a finding.
 
 use libfuzzer_sys::fuzz_target;
 use std::collections::BTreeMap;
@@ -97,6 +98,16 @@ fuzz_target!(|data: &[u8]| {
     let _ = fs.remove(b"/node/entry-00011");
     let _ = fs.rename(b"/node/entry-00012", b"/leaf/entry-from-node");
     let _ = fs.read_dir(b"/leaf");
+    let _ = fs.write_file(b"/frag.clone", &big[..9000]);
+    let _ = fs.remove(b"/frag");
+    for k in 0..70 {
+        if fs
+            .create(format!("/etc/d/n{k}").as_bytes(), NewNode::File(b"n"), &a)
+            .is_err()
+        {
+            break;
+        }
+    }
     let mut buf = [0u8; 64];
     let _ = fs.read(b"/frag", 0, &mut buf);
     let _ = fs.read_dir(b"/etc");

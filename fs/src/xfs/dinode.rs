@@ -47,6 +47,21 @@ impl RawInode {
         })
     }
 
+    /// An inode from bytes the writer made itself (a new chunk's).
+    pub fn from_bytes(
+        ino: u64,
+        offset: u64,
+        b: Vec<u8>,
+        sb: &super::superblock::Superblock,
+    ) -> RawInode {
+        RawInode {
+            ino,
+            offset,
+            b,
+            v3: sb.crc,
+        }
+    }
+
     /// The bytes of a free inode slot, to be made into a new inode.
     pub fn read_free(vol: &Volume, ino: u64) -> Result<RawInode> {
         let offset = vol

@@ -1,14 +1,16 @@
 //! One AG's inode allocation state: the AGI and the records of its inode btree (every
 //! 64-inode chunk with its free mask and, with sparse inodes, its hole mask) and of the
 //! free inode btree (the chunks with a free inode). Inodes are taken from and given
-//! back to chunks that exist; making a new chunk is not done (the caller says so).
+//! back to chunks; when every chunk is full the transaction places a new chunk (whole,
+//! never sparse) in free space and [`InodeAg::add_chunk`] records it, with
+//! [`chunk_buffer`] giving its initialised inodes.
 //!
 //! Like the free-space trees, both trees are laid out again from their records at
-//! commit. The inobt keeps its record count (so its blocks); the finobt gains and loses
-//! records and may need a block more or less, which comes from or goes to the AG's free
-//! space, owned in the rmapbt by the inode btrees.
+//! commit. Either may need a block more or less, which comes from or goes to the AG's
+//! free space, owned in the rmapbt by the inode btrees.
 
-use super::bytes::{be16, be32, be64, crc_ok, put32, set_crc, u8_at};
+use super::bytes::{be16, be32, be64, crc_ok, put16, put32, put64, set_crc, u8_at};
+use super::dinode::NULL_AGINO;
 use super::sbtree::{self, Tree};
 use super::superblock::Superblock;
 use super::volume::Volume;
@@ -134,6 +136,10 @@ impl InodeAg {
         if free != u64::from(f(28)) {
             return Err(c("free inode count disagrees with the inode btree"));
         }
+        let count: u64 = chunks.iter().map(|c| u64::from(c.count)).sum();
+        if count != u64::from(f(16)) {
+            return Err(c("inode count disagrees with the inode btree"));
+        }
         let fino_blocks = if finobt {
             sbtree::read(vol, agno, Tree::Fino, f(328), f(332))?.blocks
         } else {
@@ -191,19 +197,73 @@ impl InodeAg {
         self.dirty
     }
 
-    /// Whether the finobt has the blocks its records need; adopts `extra` blocks first.
-    pub fn blocks(&mut self, sb: &Superblock, extra: &[u32]) -> Blocks {
-        self.fino_blocks.extend_from_slice(extra);
-        if !self.finobt {
-            return Blocks::Enough;
+    /// Records a new chunk of `n` inodes (a multiple of 64) from `startino`, all free.
+    /// False when it overlaps a chunk already recorded.
+    pub fn add_chunk(&mut self, startino: u32, n: u32) -> bool {
+        let Some(end) = startino.checked_add(n) else {
+            return false;
+        };
+        if n == 0 || !n.is_multiple_of(64) {
+            return false;
         }
-        let n = self.chunks.iter().filter(|c| c.freecount > 0).count();
-        let need = sbtree::blocks_needed(sb, Tree::Fino, n);
-        let have = self.fino_blocks.len();
-        if need > have {
-            Blocks::Need(need - have)
-        } else if need < have {
-            Blocks::Spare(self.fino_blocks.split_off(need))
+        if self
+            .chunks
+            .iter()
+            .any(|c| c.startino < end && startino < c.startino.saturating_add(64))
+        {
+            return false;
+        }
+        for k in 0..n / 64 {
+            self.chunks.push(Chunk {
+                startino: startino + k * 64,
+                holemask: 0,
+                count: 64,
+                freecount: 64,
+                free: u64::MAX,
+            });
+        }
+        self.chunks.sort_unstable_by_key(|c| c.startino);
+        put32(&mut self.agi, 32, startino);
+        self.dirty = true;
+        true
+    }
+
+    /// Whether both inode btrees have the blocks their records need; adopts `extra`
+    /// blocks first. A tree's surplus feeds the other's shortfall before any block is
+    /// asked for or given back.
+    pub fn blocks(&mut self, sb: &Superblock, extra: &[u32]) -> Blocks {
+        let need_i = sbtree::blocks_needed(sb, Tree::Ino, self.chunks.len());
+        let need_f = if self.finobt {
+            let n = self.chunks.iter().filter(|c| c.freecount > 0).count();
+            sbtree::blocks_needed(sb, Tree::Fino, n)
+        } else {
+            0
+        };
+        let mut pool: Vec<u32> = extra.to_vec();
+        if self.ino_blocks.len() > need_i {
+            pool.extend(self.ino_blocks.split_off(need_i));
+        }
+        if self.fino_blocks.len() > need_f {
+            pool.extend(self.fino_blocks.split_off(need_f));
+        }
+        pool.reverse();
+        while self.ino_blocks.len() < need_i {
+            match pool.pop() {
+                Some(b) => self.ino_blocks.push(b),
+                None => break,
+            }
+        }
+        while self.fino_blocks.len() < need_f {
+            match pool.pop() {
+                Some(b) => self.fino_blocks.push(b),
+                None => break,
+            }
+        }
+        let short = (need_i - self.ino_blocks.len()) + (need_f - self.fino_blocks.len());
+        if short > 0 {
+            Blocks::Need(short)
+        } else if !pool.is_empty() {
+            Blocks::Spare(pool)
         } else {
             Blocks::Enough
         }
@@ -240,6 +300,11 @@ impl InodeAg {
                 writes.push((at(b)?, d));
             }
         }
+        if sb.ro_compat & RO_INOBTCNT != 0 {
+            put32(&mut self.agi, 336, self.ino_blocks.len() as u32);
+        }
+        let count: u64 = self.chunks.iter().map(|c| u64::from(c.count)).sum();
+        put32(&mut self.agi, 16, count as u32);
         let free = self.free_count() as u32;
         put32(&mut self.agi, 28, free);
         if sb.crc {
@@ -249,4 +314,26 @@ impl InodeAg {
         self.dirty = false;
         Some(writes)
     }
+}
+
+/// The inodes of a new chunk as the kernel initialises them (`xfs_ialloc_inode_init`):
+/// each free, with its magic, version, a generation, no next-unlinked link and, on v5,
+/// its number, the filesystem UUID and its CRC. `n` inodes from inode `first`.
+pub(crate) fn chunk_buffer(sb: &Superblock, first: u64, n: u32, gen: u32) -> Vec<u8> {
+    let isz = usize::from(sb.inodesize);
+    let mut out = Vec::with_capacity(isz * n as usize);
+    for i in 0..u64::from(n) {
+        let mut b = vec![0u8; isz];
+        put16(&mut b, 0, 0x494e);
+        b[4] = if sb.crc { 3 } else { 2 };
+        put32(&mut b, 92, gen);
+        put32(&mut b, 96, NULL_AGINO);
+        if sb.crc {
+            put64(&mut b, 152, first + i);
+            b[160..176].copy_from_slice(&sb.meta_uuid);
+            set_crc(&mut b, 100);
+        }
+        out.extend_from_slice(&b);
+    }
+    out
 }

@@ -41,6 +41,7 @@ mod log_recover_clear;
 mod log_recover_dev;
 mod log_recover_items;
 mod log_recover_record;
+mod refcount;
 mod rmap;
 mod sbtree;
 mod space;

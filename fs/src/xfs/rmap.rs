@@ -15,6 +15,8 @@ pub(crate) const F_UNWRITTEN: u64 = 1 << 61;
 
 pub(crate) const OWN_AG: u64 = -5i64 as u64;
 pub(crate) const OWN_INOBT: u64 = -6i64 as u64;
+pub(crate) const OWN_INODES: u64 = -7i64 as u64;
+pub(crate) const OWN_REFC: u64 = -8i64 as u64;
 
 /// Owners above this are not inodes (the special owners count down from -1).
 const FIRST_SPECIAL: u64 = -16i64 as u64;

@@ -11,7 +11,8 @@
 //! reaches the device until the whole change is known to fit.
 
 use super::bytes::{be32, crc_ok, put32, set_crc};
-use super::rmap::{RmapSet, OWN_AG};
+use super::refcount::Refcounts;
+use super::rmap::{RmapSet, OWN_AG, OWN_REFC};
 use super::sbtree::{self, Tree, NULL_AGBLOCK};
 use super::superblock::Superblock;
 use super::volume::Volume;
@@ -46,8 +47,8 @@ pub(crate) struct AgSpace {
     rmap_blocks: Vec<u32>,
     agfl: Vec<u32>,
     pub rmap: Option<RmapSet>,
-    /// Shared extents (first block, length) from the refcountbt.
-    shared: Vec<(u32, u32)>,
+    /// The refcountbt's records and blocks, on reflink filesystems.
+    pub refc: Option<Refcounts>,
     dirty: bool,
 }
 
@@ -121,15 +122,20 @@ impl AgSpace {
         } else {
             (None, Vec::new())
         };
-        let shared = if sb.ro_compat & RO_REFLINK != 0 {
+        let refc = if sb.ro_compat & RO_REFLINK != 0 {
             let t = sbtree::read(vol, agno, Tree::Refc, f(88), f(92))?;
-            t.recs
-                .chunks_exact(12)
-                .filter_map(|r| Some((be32(r, 0)?, be32(r, 4)?)))
-                .filter(|(s, _)| s >> 31 == 0)
-                .collect()
+            if t.blocks.len() as u64 != u64::from(f(84)) {
+                return Err(c(format!(
+                    "{} reference count btree blocks counted, the tree has {}",
+                    f(84),
+                    t.blocks.len()
+                )));
+            }
+            Some(Refcounts::from_records(&t.recs, t.blocks).ok_or_else(|| {
+                c("reference count records overlap or count fewer than two users".into())
+            })?)
         } else {
-            Vec::new()
+            None
         };
         let agfl_at = base + 3 * ss;
         let agfl_raw = vol.read(agfl_at, ss as usize)?;
@@ -169,7 +175,7 @@ impl AgSpace {
             rmap_blocks,
             agfl,
             rmap,
-            shared,
+            refc,
             dirty: false,
         })
     }
@@ -220,6 +226,20 @@ impl AgSpace {
             .filter(|(_, &l)| l >= len)
             .min_by_key(|(&s, &l)| (l, s))
             .map(|(&s, _)| s)
+    }
+
+    /// The start of the smallest free extent holding `len` blocks from a multiple of
+    /// `align` (the lowest such), aligned.
+    pub fn aligned_fit(&self, len: u32, align: u32) -> Option<u32> {
+        let align = u64::from(align.max(1));
+        self.free
+            .iter()
+            .filter_map(|(&s, &l)| {
+                let a = u64::from(s).div_ceil(align) * align;
+                (a + u64::from(len) <= u64::from(s) + u64::from(l)).then_some((l, a as u32))
+            })
+            .min()
+            .map(|(_, a)| a)
     }
 
     pub fn largest(&self) -> Option<(u32, u32)> {
@@ -286,10 +306,62 @@ impl AgSpace {
 
     /// Whether any of the blocks is shared with another file (reflink).
     pub fn is_shared(&self, start: u32, len: u32) -> bool {
-        let end = u64::from(start) + u64::from(len);
-        self.shared
-            .iter()
-            .any(|&(s, l)| u64::from(s) < end && u64::from(s) + u64::from(l) > u64::from(start))
+        self.refc.as_ref().is_some_and(|r| r.is_shared(start, len))
+    }
+
+    /// Whether the refcountbt holds copy-on-write staging extents.
+    pub fn has_cow(&self) -> bool {
+        self.refc.as_ref().is_some_and(|r| r.has_cow())
+    }
+
+    /// Ends one file fork's use of `len` blocks from `start`: shared blocks lose a
+    /// reference, the others become free. False when a block to free is free already.
+    pub fn release(&mut self, start: u32, len: u32) -> bool {
+        let runs = match self.refc.as_mut() {
+            Some(r) => {
+                let v = r.decrease(start, len);
+                self.dirty |= r.dirty;
+                v
+            }
+            None => vec![(start, len)],
+        };
+        runs.into_iter().all(|(s, l)| self.give(s, l))
+    }
+
+    /// Gives the refcountbt the blocks its records need (from free space, owned by it
+    /// in the rmapbt) or takes back those it no longer needs.
+    fn size_refcount_tree(&mut self, sb: &Superblock) -> Option<()> {
+        let (need, have) = match &self.refc {
+            Some(r) if r.dirty => (
+                sbtree::blocks_needed(sb, Tree::Refc, r.len()),
+                r.blocks.len(),
+            ),
+            _ => return Some(()),
+        };
+        for _ in have..need {
+            let b = self.best_fit(1)?;
+            if !self.take(b, 1) {
+                return None;
+            }
+            if let Some(m) = self.rmap.as_mut() {
+                m.add(b, 1, OWN_REFC, 0);
+            }
+            self.refc.as_mut()?.blocks.push(b);
+        }
+        if have > need {
+            let spare = self.refc.as_mut()?.blocks.split_off(need);
+            for b in spare {
+                if !self.give(b, 1) {
+                    return None;
+                }
+                if let Some(m) = self.rmap.as_mut() {
+                    if !m.remove(b, 1, OWN_REFC, 0) {
+                        return None;
+                    }
+                }
+            }
+        }
+        Some(())
     }
 
     pub fn is_dirty(&self) -> bool {
@@ -306,6 +378,7 @@ impl AgSpace {
     /// byte offsets. `None` when the AG cannot find blocks for its own trees.
     pub fn commit(&mut self, sb: &Superblock) -> Option<Vec<(u64, Vec<u8>)>> {
         let agfl_cap = (usize::from(sb.sectsize) - agfl_hdr(sb)) / 4;
+        self.size_refcount_tree(sb)?;
         let mut pool: Vec<u32>;
         let (nb, nc, nr);
         let mut rounds = 0;
@@ -429,6 +502,17 @@ impl AgSpace {
             for (b, data) in rblocks {
                 writes.push((at(b)?, data));
             }
+        }
+        if let Some(r) = self.refc.as_mut().filter(|r| r.dirty) {
+            let (root, lev, blocks) =
+                sbtree::build(sb, self.agno, Tree::Refc, &r.encode(), &r.blocks)?;
+            put32(&mut self.agf, 88, root);
+            put32(&mut self.agf, 92, lev);
+            put32(&mut self.agf, 84, r.blocks.len() as u32);
+            for (b, data) in blocks {
+                writes.push((at(b)?, data));
+            }
+            r.dirty = false;
         }
         let count = self.agfl.len();
         put32(&mut self.agf, 40, 0);

@@ -8,6 +8,7 @@ use super::bytes::{be16, be32, be64, crc_ok, u8_at};
 pub(crate) const MAGIC: u32 = 0x5846_5342; // "XFSB"
 
 // versionnum bits (v4 and v5).
+const VERSION_ALIGN: u16 = 0x0080;
 const VERSION_DIRV2: u16 = 0x2000;
 const VERSION_BORG: u16 = 0x4000; // ascii-ci names
 const VERSION_MOREBITS: u16 = 0x8000;
@@ -68,6 +69,11 @@ pub(crate) struct Superblock {
     pub incompat: u32,
     pub log_incompat: u32,
     pub qflags: u16,
+    /// Inode chunk alignment in blocks (0 or 1: none); meaningful with the align bit.
+    pub inoalignmt: u32,
+    /// Percentage of the filesystem inodes may take (0: no limit).
+    pub imax_pct: u8,
+    pub inopblock: u16,
 }
 
 fn pow2_log(v: u64) -> Option<u8> {
@@ -235,6 +241,13 @@ impl Superblock {
             incompat: if crc { f32(216)? } else { 0 },
             log_incompat: if crc { f32(220)? } else { 0 },
             qflags: f16(176)?,
+            inoalignmt: if versionnum & VERSION_ALIGN != 0 {
+                f32(180)?
+            } else {
+                0
+            },
+            imax_pct: f8(127)?,
+            inopblock: f16(106)?,
         };
         if sb.ino_offset(sb.rootino).is_none() {
             return Err(c(&format!("root inode {} out of range", sb.rootino)));

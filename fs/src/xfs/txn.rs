@@ -6,15 +6,18 @@
 
 use super::bmbt::{self, Extent, Fork};
 use super::bmbt_write::{self, MAX_EXTLEN};
-use super::bytes::{be64, put64, set_crc};
+use super::bytes::{be64, put32, put64, set_crc};
 use super::dinode::RawInode;
-use super::ialloc::{Blocks, InodeAg};
+use super::ialloc::{self, Blocks, InodeAg};
 use super::inode::{Inode, FMT_BTREE, FMT_EXTENTS};
-use super::rmap::{F_ATTR, F_BMBT, F_UNWRITTEN, OWN_INOBT};
+use super::rmap::{F_ATTR, F_BMBT, F_UNWRITTEN, OWN_INOBT, OWN_INODES};
 use super::space::AgSpace;
 use super::volume::Volume;
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
+
+const SYMLINK_MAGIC: u32 = 0x5853_4c4d; // "XSLM"
+const SYMLINK_HDR: usize = 56;
 
 /// What the writer keeps between changes: the AGs it has loaded, as last written.
 #[derive(Default)]
@@ -34,6 +37,9 @@ pub(crate) struct Txn<'a> {
     meta: Vec<(u64, Vec<u8>)>,
     data: Vec<(u64, &'a [u8])>,
     ifree_delta: i64,
+    icount_delta: i64,
+    /// Inode chunks made in this change: byte offset and initialised inodes.
+    new_chunks: Vec<(u64, u64, Vec<u8>)>,
 }
 
 impl<'a> Txn<'a> {
@@ -48,6 +54,8 @@ impl<'a> Txn<'a> {
             meta: Vec::new(),
             data: Vec::new(),
             ifree_delta: 0,
+            icount_delta: 0,
+            new_chunks: Vec::new(),
         }
     }
 
@@ -102,23 +110,25 @@ impl<'a> Txn<'a> {
         (0..n).map(|i| (first % n + i) % n).collect()
     }
 
-    /// Frees `len` blocks from `fsb` owned by `owner` at `offset` (with rmap flags).
+    /// Ends `owner`'s use of `len` blocks from `fsb` at `offset` (with rmap flags): its
+    /// reverse mapping goes, shared blocks lose one reference and the rest are freed.
     pub fn free(&mut self, fsb: u64, len: u64, owner: u64, offset: u64) -> Result<()> {
         let (agno, agbno) = self.split(fsb);
         let len32 = u32::try_from(len).unwrap_or(u32::MAX);
         let vol = self.vol;
         let at = vol.sb.fsb_offset(fsb).unwrap_or(0);
         let ag = self.ag(agno)?;
-        if ag.is_shared(agbno, len32) {
+        if ag.is_shared(agbno, len32) && ag.has_cow() {
             return Err(Error::Refused {
                 dev: vol.name().to_string(),
                 reason: format!(
-                    "inode {owner} shares blocks with another file (reflink); replacing shared \
-                     data is not supported: unshare the file in the guest first (cp --reflink=never)"
+                    "inode {owner} shares blocks with another file and AG {agno} holds \
+                     copy-on-write staging extents the kernel left behind; mount and unmount \
+                     the filesystem once under Linux so it cleans them up"
                 ),
             });
         }
-        if !ag.give(agbno, len32) {
+        if !ag.release(agbno, len32) {
             return Err(vol.corrupt(
                 &format!("extent of inode {owner}"),
                 at,
@@ -322,7 +332,55 @@ impl<'a> Txn<'a> {
         Ok(())
     }
 
-    /// Takes a free inode from an existing chunk, from AG `prefer` if it has one.
+    /// Puts symbolic link `raw`'s target, too long for the inode, in a block of its own
+    /// (on v5 after the `xfs_dsymlink_hdr` with its CRC). A target needing more than
+    /// one block (over 968 bytes with 1 KiB v5 blocks) is not written: the kernel puts
+    /// one header per mapping but `xfs_repair` reads one per block.
+    pub fn set_symlink_blocks(&mut self, raw: &mut RawInode, target: &[u8]) -> Result<()> {
+        let vol = self.vol;
+        let sb = &vol.sb;
+        let ino = raw.ino;
+        let hdr = if sb.crc { SYMLINK_HDR } else { 0 };
+        let bs = sb.blocksize as usize;
+        if target.is_empty() || target.len() > bs - hdr {
+            return Err(vol.unsupported(format!(
+                "a symbolic link target of {} bytes spread over more than one block",
+                target.len()
+            )));
+        }
+        let fsb = self.alloc_meta(1, self.ag_of_ino(ino), ino, 0)?;
+        let at = sb
+            .fsb_offset(fsb)
+            .ok_or_else(|| vol.corrupt("new symlink block", 0, "outside the filesystem"))?;
+        let mut b = vec![0u8; bs];
+        if sb.crc {
+            put32(&mut b, 0, SYMLINK_MAGIC);
+            put32(&mut b, 8, target.len() as u32);
+            b[16..32].copy_from_slice(&sb.meta_uuid);
+            put64(&mut b, 32, ino);
+            put64(&mut b, 40, at >> 9);
+        }
+        b[hdr..hdr + target.len()].copy_from_slice(target);
+        if sb.crc {
+            set_crc(&mut b, 12);
+        }
+        self.meta.push((at, b));
+        let rec = bmbt_write::encode(&Extent {
+            off: 0,
+            block: fsb,
+            len: 1,
+            unwritten: false,
+        });
+        if !raw.set_data_fork(FMT_EXTENTS, &rec, 1) {
+            return Err(vol.unsupported(format!("inode {ino}'s data fork (too small)")));
+        }
+        raw.set_size(target.len() as u64);
+        raw.set_nblocks(raw.nblocks() + 1);
+        Ok(())
+    }
+
+    /// Takes a free inode, from AG `prefer` if it has one; when every chunk of every
+    /// AG is full, makes a new chunk (see [`Txn::new_chunk`]).
     pub fn alloc_inode(&mut self, prefer: u32) -> Result<u64> {
         let sb = self.vol.sb.clone();
         for agno in self.order(prefer) {
@@ -334,9 +392,102 @@ impl<'a> Txn<'a> {
                 }
             }
         }
-        Err(self.vol.unsupported(
-            "a new XFS inode chunk (every existing chunk is full; allocating chunks is not implemented)",
-        ))
+        let agno = self.new_chunk(prefer)?;
+        let ino = self
+            .iag(agno)?
+            .alloc(&sb)
+            .ok_or_else(|| self.vol.corrupt("new inode chunk", 0, "has no free inode"))?;
+        self.ifree_delta -= 1;
+        Ok(ino)
+    }
+
+    /// Places a new inode chunk as the kernel does (`xfs_ialloc_ag_alloc`): 64 inodes
+    /// (or one block's worth, if more), aligned to `sb_inoalignmt`, in AG `prefer` if
+    /// it has room, taken from free space and owned in the rmapbt by the inodes; the
+    /// inodes are written initialised. Returns the AG. Within `imaxpct`, as the kernel
+    /// keeps it. Sparse chunks (for free space too fragmented for a whole aligned
+    /// chunk) are not made: that is refused as out of space.
+    fn new_chunk(&mut self, prefer: u32) -> Result<u32> {
+        let vol = self.vol;
+        let sb = &vol.sb;
+        let ipc = u32::from(sb.inopblock).max(64);
+        let blocks = ipc >> sb.inopblog;
+        let align = sb.inoalignmt.max(1);
+        if sb.imax_pct > 0 {
+            let s = vol.read(0, usize::from(sb.sectsize))?;
+            let icount = be64(&s, 128)
+                .unwrap_or(0)
+                .saturating_add_signed(self.icount_delta);
+            let max_blocks = sb.dblocks * u64::from(sb.imax_pct) / 100;
+            let max_blocks = max_blocks / u64::from(blocks) * u64::from(blocks);
+            let max = max_blocks << sb.inopblog;
+            if icount + u64::from(ipc) > max {
+                return Err(self.no_space(&format!(
+                    "every inode chunk is full and a new one would pass the filesystem's limit \
+                     of {}% of its space for inodes (imaxpct; xfs_growfs -m raises it)",
+                    sb.imax_pct
+                )));
+            }
+        }
+        let agino_bits = u32::from(sb.agblklog) + u32::from(sb.inopblog);
+        for agno in self.order(prefer) {
+            let ag = self.ag(agno)?;
+            if ag.free_blocks() < u64::from(blocks) + 8 {
+                continue;
+            }
+            let Some(s) = ag.aligned_fit(blocks, align) else {
+                continue;
+            };
+            let agino = u64::from(s) << sb.inopblog;
+            if agino + u64::from(ipc) > 1u64 << agino_bits || agino == 0 || !ag.take(s, blocks) {
+                continue;
+            }
+            if let Some(m) = ag.rmap.as_mut() {
+                m.add(s, blocks, OWN_INODES, 0);
+            }
+            let agino = agino as u32;
+            if !self.iag(agno)?.add_chunk(agino, ipc) {
+                return Err(vol.corrupt(
+                    &format!("inode btree of AG {agno}"),
+                    0,
+                    format!("free block {s} lies under a recorded inode chunk"),
+                ));
+            }
+            let first = u64::from(agno) << agino_bits | u64::from(agino);
+            let at = sb
+                .ino_offset(first)
+                .ok_or_else(|| vol.corrupt("new inode chunk", 0, "outside the filesystem"))?;
+            let gen = now_gen();
+            let buf = ialloc::chunk_buffer(sb, first, ipc, gen);
+            self.new_chunks.push((first, at, buf));
+            self.icount_delta += i64::from(ipc);
+            self.ifree_delta += i64::from(ipc);
+            return Ok(agno);
+        }
+        Err(self.no_space(&format!(
+            "every inode chunk is full and no AG has {blocks} free blocks aligned to {align} for \
+             a new one (sparse inode chunks are not made)"
+        )))
+    }
+
+    /// The bytes of free inode `ino` to make a new inode from: from a chunk made in this
+    /// change, else from the device.
+    pub fn free_slot(&self, ino: u64) -> Result<RawInode> {
+        let isz = u64::from(self.vol.sb.inodesize);
+        for (first, at, buf) in &self.new_chunks {
+            let n = buf.len() as u64 / isz;
+            if ino >= *first && ino - first < n {
+                let k = ((ino - first) * isz) as usize;
+                let b = buf.get(k..k + isz as usize).unwrap_or_default().to_vec();
+                return Ok(RawInode::from_bytes(
+                    ino,
+                    at + (ino - first) * isz,
+                    b,
+                    &self.vol.sb,
+                ));
+            }
+        }
+        RawInode::read_free(self.vol, ino)
     }
 
     pub fn free_inode(&mut self, ino: u64) -> Result<()> {
@@ -423,12 +574,13 @@ impl<'a> Txn<'a> {
             raw.finish();
             writes.push((raw.offset, raw.b.clone()));
         }
-        if fd_delta != 0 || self.ifree_delta != 0 {
+        if fd_delta != 0 || self.ifree_delta != 0 || self.icount_delta != 0 {
             let mut s = vol.read(0, usize::from(sb.sectsize))?;
             let add = |s: &mut Vec<u8>, o: usize, d: i64| {
                 let v = be64(s, o).unwrap_or(0).wrapping_add_signed(d);
                 put64(s, o, v);
             };
+            add(&mut s, 128, self.icount_delta);
             add(&mut s, 136, self.ifree_delta);
             add(&mut s, 144, fd_delta);
             if sb.crc {
@@ -437,6 +589,9 @@ impl<'a> Txn<'a> {
             writes.push((0, s));
         }
         for (at, d) in &self.data {
+            vol.dev.write_at(d, *at)?;
+        }
+        for (_, at, d) in &self.new_chunks {
             vol.dev.write_at(d, *at)?;
         }
         for (at, d) in self.meta.iter().chain(writes.iter()) {
@@ -455,4 +610,12 @@ fn push_pieces(out: &mut Vec<(u64, u64)>, fsb: u64, n: u64) {
         out.push((fsb + done, k));
         done += k;
     }
+}
+
+/// A generation number for new inodes: the kernel takes a random one.
+fn now_gen() -> u32 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_nanos() as u32).wrapping_mul(0x9e37_79b9)
 }

@@ -328,7 +328,7 @@ impl XfsFs {
             NewNode::File(_) => (0o100000u16, 0o644, 1),
             NewNode::Dir => (0o040000, 0o755, 2),
             NewNode::Symlink(t) => {
-                if t.is_empty() || t.len() > 1024 {
+                if t.is_empty() || t.len() >= 1024 {
                     return Err(Error::Refused {
                         dev: self.vol.name().to_string(),
                         reason: format!("{}: a link target of {} bytes", show(path), t.len()),
@@ -340,7 +340,7 @@ impl XfsFs {
         let perm = attrs.mode.map(|m| (m & 0o7777) as u16).unwrap_or(perm);
         let mut tx = Txn::new(&self.vol, &mut st);
         let ino = tx.alloc_inode(tx.ag_of_ino(dir.ino))?;
-        let mut raw = RawInode::read_free(&self.vol, ino)?;
+        let mut raw = tx.free_slot(ino)?;
         raw.init(kind | perm, self.new_flags2(), &sb.meta_uuid);
         raw.set_owner(attrs.uid.unwrap_or(0), attrs.gid.unwrap_or(0));
         raw.set_nlink(nlink);
@@ -363,14 +363,11 @@ impl XfsFs {
             }
             NewNode::Symlink(target) => {
                 if target.len() > raw.dfork_size() {
-                    return Err(self.vol.unsupported(format!(
-                        "{}: a symbolic link target of {} bytes (longer than the inode holds)",
-                        show(path),
-                        target.len()
-                    )));
+                    tx.set_symlink_blocks(&mut raw, target)?;
+                } else {
+                    raw.set_data_fork(FMT_LOCAL, target, 0);
+                    raw.set_size(target.len() as u64);
                 }
-                raw.set_data_fork(FMT_LOCAL, target, 0);
-                raw.set_size(target.len() as u64);
                 FT_SYMLINK
             }
         };
