@@ -43,6 +43,7 @@ mod group_desc;
 mod htree;
 mod inline;
 mod inode;
+mod journal_replay;
 mod journal_state;
 mod le;
 mod map_write;
@@ -60,7 +61,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use transplant_formats::BlockDev;
+use transplant_formats::{BlockDev, Overlay};
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 
@@ -145,10 +146,19 @@ impl Ext4Fs {
     }
 
     /// Opens for writing (normally over an `Overlay`), refusing filesystems that are not
-    /// safe to change: a journal needing recovery, errors recorded, an unknown incompatible
-    /// or read-only-compatible feature, bigalloc, a mismatched checksum.
+    /// safe to change: errors recorded, an unknown incompatible or read-only-compatible
+    /// feature, bigalloc, a mismatched checksum. A journal needing recovery is replayed
+    /// into `dev` first, as a kernel mount would (see `journal_replay`), but only once the
+    /// replayed filesystem passes those checks: a refusal leaves `dev` unwritten.
     pub fn open_rw(dev: Arc<dyn BlockDev>, kind: &str) -> Result<Ext4Fs> {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        if journal_replay::needs_recovery(&*dev) {
+            let trial = Arc::new(Overlay::new(dev.clone()));
+            let trial_dev: Arc<dyn BlockDev> = trial.clone();
+            journal_replay::recover(&trial_dev)?;
+            drop(Engine::open(trial_dev)?);
+            trial.commit()?;
+        }
         let e = Engine::open(dev.clone())?;
         let info = FsInfo {
             kind: kind.to_string(),
