@@ -325,3 +325,169 @@ fn kernel_journal_ext4_without_metadata_csum_async_commit() {
         "journal_checksum journal_async_commit",
     );
 }
+
+/// Writes transactions with debugfs's journal writer: one logging an escaped block (its
+/// first bytes are the JBD2 magic) and another, a second transaction revoking that
+/// other one, and a third left uncommitted. Only the escaped block may be replayed.
+fn debugfs_case(mkfs_args: &[&str], jo: &str, features: &str) {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let img = dir.path().join("fs.img");
+    let probe = dir.path().join("probe.img");
+    mkfs(&probe, mkfs_args, "8M");
+    let bs = block_size(&probe) as usize;
+    let orig: Vec<u8> = (0..3 * bs).map(|i| b'a' + (i / bs) as u8).collect();
+    std::fs::write(src.join("a"), &orig).unwrap();
+    std::fs::write(src.join("keep"), b"unchanged\n").unwrap();
+    std::fs::create_dir(src.join("etc")).unwrap();
+    std::fs::write(src.join("etc/hostname"), b"dirty-guest\n").unwrap();
+    let mut args = mkfs_args.to_vec();
+    args.extend(["-d", src.to_str().unwrap()]);
+    mkfs(&img, &args, "8M");
+    let blocks: Vec<u64> = (0..3)
+        .map(|i| {
+            debugfs(&img, &format!("bmap /a {i}"))
+                .trim()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let mut escaped = vec![b'X'; bs];
+    escaped[..4].copy_from_slice(&0xC03B_3998u32.to_be_bytes());
+    let two = dir.path().join("two");
+    let mut d = escaped.clone();
+    d.extend(vec![b'Y'; bs]);
+    std::fs::write(&two, &d).unwrap();
+    let three = dir.path().join("three");
+    std::fs::write(&three, vec![b'Z'; bs]).unwrap();
+    let cmds = dir.path().join("cmds");
+    std::fs::write(
+        &cmds,
+        format!(
+            "{jo}\njw -b {},{} {}\njw -r {} /dev/null\njw -b {} -c {}\njc\n",
+            blocks[0],
+            blocks[1],
+            two.display(),
+            blocks[1],
+            blocks[2],
+            three.display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&cmds)
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(header(&img).contains("needs_recovery"));
+    assert_eq!(header_field(&img, "Journal features"), features);
+    let log = debugfs(&img, "logdump");
+    assert!(log.contains("revoke"), "{log}");
+    let mut want = escaped;
+    want.extend_from_slice(&orig[bs..]);
+    replay_matches_e2fsck(&img);
+    let dev: Arc<dyn BlockDev> =
+        Arc::new(RawFile::open(&img.with_extension("ours"), false).unwrap());
+    let fs = Ext4Fs::open(dev, "ext4").unwrap();
+    let mut got = vec![0u8; 3 * bs];
+    assert_eq!(fs.read(b"/a", 0, &mut got).unwrap(), 3 * bs);
+    assert!(
+        got == want,
+        "/a is not the escaped block then the original two"
+    );
+}
+
+#[test]
+fn debugfs_journal_ext4_csum_v3_revoke_escape() {
+    debugfs_case(
+        &["-t", "ext4", "-b", "4096"],
+        "jo -c",
+        "journal_incompat_revoke journal_64bit journal_checksum_v3",
+    );
+}
+
+#[test]
+fn debugfs_journal_ext3_32bit_no_csum() {
+    debugfs_case(
+        &["-t", "ext3", "-b", "1024"],
+        "jo",
+        "journal_incompat_revoke",
+    );
+}
+
+#[test]
+fn debugfs_journal_csum_v2() {
+    debugfs_case(
+        &["-t", "ext4", "-b", "2048", "-O", "^64bit"],
+        "jo -c -v 2",
+        "journal_incompat_revoke journal_checksum_v2",
+    );
+}
+
+/// A read-only open replays into memory: the engine, which reads inline_data filesystems
+/// (ext4-view refuses them), sees the logged block, and the image is not written.
+#[test]
+fn read_only_open_replays_in_memory() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("a"), vec![b'a'; 8192]).unwrap();
+    std::fs::write(src.join("inline"), b"in the inode\n").unwrap();
+    let img = dir.path().join("fs.img");
+    mkfs(
+        &img,
+        &[
+            "-t",
+            "ext4",
+            "-b",
+            "4096",
+            "-O",
+            "inline_data",
+            "-d",
+            src.to_str().unwrap(),
+        ],
+        "8M",
+    );
+    let block: u64 = debugfs(&img, "bmap /a 1").trim().parse().unwrap();
+    let blk = dir.path().join("blk");
+    std::fs::write(&blk, vec![b'J'; 4096]).unwrap();
+    let cmds = dir.path().join("cmds");
+    std::fs::write(
+        &cmds,
+        format!("jo -c\njw -b {block} {}\njc\n", blk.display()),
+    )
+    .unwrap();
+    let o = Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&cmds)
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(header(&img).contains("needs_recovery"));
+    let bytes = std::fs::read(&img).unwrap();
+    let dev: Arc<dyn BlockDev> = Arc::new(RawFile::open(&img, false).unwrap());
+    let fs = Ext4Fs::open(dev, "ext4").unwrap();
+    let mut buf = vec![0u8; 8192];
+    assert_eq!(fs.read(b"/a", 0, &mut buf).unwrap(), 8192);
+    assert!(buf[..4096].iter().all(|&b| b == b'a'));
+    assert!(buf[4096..].iter().all(|&b| b == b'J'));
+    let n = fs.read(b"/inline", 0, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"in the inode\n");
+    drop(fs);
+    assert!(
+        std::fs::read(&img).unwrap() == bytes,
+        "the image was written"
+    );
+}

@@ -2,11 +2,16 @@
 //! and through this crate's own engine (the modules below) where it cannot; opens for
 //! writing go through the engine alone.
 //!
-//! ext4-view is the default reader because it replays a journal that needs recovery in
-//! memory (the engine does not, and refuses such a filesystem), and because it reads in
-//! parallel: its `Ext4` is `Rc`-based, so each thread that touches a filesystem loads its
-//! own instance (superblock, group descriptors, journal) on first use and keeps it in a
-//! thread-local map, and FUSE threads then read without a shared lock, while the engine
+//! A journal that needs recovery (a guest copied while running) is replayed first, by
+//! this crate (`journal_replay`, the kernel's three passes): into an in-memory overlay
+//! for reading, so the device is never written and both readers see the replayed
+//! filesystem; into the device itself (an overlay) for writing. Should that replay fail,
+//! a read-only open leaves the journal to ext4-view, which replays it in memory itself.
+//!
+//! ext4-view is the default reader because it reads in parallel: its `Ext4` is
+//! `Rc`-based, so each thread that touches a filesystem loads its own instance
+//! (superblock, group descriptors, journal) on first use and keeps it in a thread-local
+//! map, and FUSE threads then read without a shared lock, while the engine
 //! serves one call at a time behind a mutex. It was byte-identical on 10,110 entries in a
 //! trial (see CRATES.md). What it lacks, and where the engine takes over:
 //!
@@ -22,8 +27,8 @@
 //!   so the data of every file is read through it (opened on the first read), holding
 //!   its lock only to find the file and its map, not while reading the data, so parallel
 //!   readers still read in parallel. Metadata and listings stay with ext4-view. If the
-//!   engine cannot open the filesystem (a journal needing recovery, which it does not
-//!   replay; meta_bg), ext4-view reads everything, as before.
+//!   engine cannot open the filesystem (meta_bg; a journal needing recovery that
+//!   `journal_replay` could not replay), ext4-view reads everything, as before.
 //!
 //! Casefold and encrypted directories stay unsupported either way.
 //!
@@ -98,6 +103,7 @@ impl Ext4Fs {
     /// Opens an ext2/3/4 filesystem on `dev`; `kind` is what probing called it.
     pub fn open(dev: Arc<dyn BlockDev>, kind: &str) -> Result<Self> {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let dev = replayed_in_memory(dev);
         let name = dev.name().to_string();
         check_group_table(&*dev)?;
         let fs = match Ext4::load(Box::new(DevReader(dev.clone()))) {
@@ -249,6 +255,21 @@ impl Drop for Ext4Fs {
     fn drop(&mut self) {
         // Instances in other threads go when those threads end.
         let _ = INSTANCES.try_with(|m| m.borrow_mut().remove(&self.id));
+    }
+}
+
+/// A read-only view of `dev` with its journal replayed (into an overlay, so nothing is
+/// written), when it needs recovery and the replay succeeds; else `dev` itself, for
+/// ext4-view to replay or refuse as it does. Both readers then see the replayed
+/// filesystem: the engine too, which does not read around a journal needing recovery.
+fn replayed_in_memory(dev: Arc<dyn BlockDev>) -> Arc<dyn BlockDev> {
+    if !journal_replay::needs_recovery(&*dev) {
+        return dev;
+    }
+    let view: Arc<dyn BlockDev> = Arc::new(Overlay::new(dev.clone()));
+    match journal_replay::recover(&view) {
+        Ok(_) => view,
+        Err(_) => dev,
     }
 }
 
