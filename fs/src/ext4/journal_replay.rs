@@ -13,6 +13,8 @@
 mod be;
 mod jsb;
 mod passes;
+#[cfg(test)]
+mod tests;
 
 use super::engine::Engine;
 use super::le::{put_u32, u32_at};
@@ -21,6 +23,7 @@ use super::superblock::{incompat, ro_compat, SUPERBLOCK_OFFSET};
 use crate::error::{Error, Result};
 use jsb::JournalSuper;
 pub use passes::Outcome;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use transplant_formats::BlockDev;
 
@@ -170,4 +173,59 @@ fn recount_free(dev: &Arc<dyn BlockDev>) -> Result<()> {
         e.sb_changed();
     }
     e.flush_meta()
+}
+
+/// A journal held as bytes: its blocks in order, block 0 its superblock.
+struct BytesLog<'a> {
+    data: &'a [u8],
+    bs: usize,
+}
+
+impl passes::Log for BytesLog<'_> {
+    fn read(&self, n: u32) -> Result<Vec<u8>> {
+        let at = n as usize * self.bs;
+        self.data
+            .get(at..at + self.bs)
+            .map(|b| b.to_vec())
+            .ok_or_else(|| Error::Corrupt {
+                dev: "journal".into(),
+                detail: format!("journal block {n} is past the end of the journal"),
+            })
+    }
+}
+
+/// Replays a journal given as bytes (block 0 its superblock, whose block size it takes)
+/// for a filesystem of `fs_blocks` blocks, returning what would be written home (the last
+/// copy of each block). The parser without a filesystem around it: for fuzzing and tests.
+pub fn replay_bytes(journal: &[u8], fs_blocks: u64) -> Result<(Outcome, BTreeMap<u64, Vec<u8>>)> {
+    let bs = be::be32(journal, 0xC) as usize;
+    if !(1024..=65536).contains(&bs) || !bs.is_power_of_two() {
+        return Err(Error::Corrupt {
+            dev: "journal".into(),
+            detail: format!("journal superblock: block size {bs}"),
+        });
+    }
+    let log = BytesLog { data: journal, bs };
+    let raw = passes::Log::read(&log, 0)?;
+    let jsb =
+        JournalSuper::parse(&raw, bs, (journal.len() / bs) as u64).map_err(|d| Error::Corrupt {
+            dev: "journal".into(),
+            detail: d,
+        })?;
+    if jsb.unknown_incompat() != 0 {
+        return Err(Error::Unsupported {
+            dev: "journal".into(),
+            feature: format!("journal features {:#x}", jsb.unknown_incompat()),
+        });
+    }
+    let mut out = BTreeMap::new();
+    if jsb.start == 0 {
+        return Ok((Outcome::default(), out));
+    }
+    let mut write = |home: u64, data: &[u8]| -> Result<()> {
+        out.insert(home, data.to_vec());
+        Ok(())
+    };
+    let o = passes::replay(&log, &jsb, fs_blocks, "journal", &mut write)?;
+    Ok((o, out))
 }

@@ -48,7 +48,7 @@ mod group_desc;
 mod htree;
 mod inline;
 mod inode;
-mod journal_replay;
+pub mod journal_replay;
 mod journal_state;
 mod le;
 mod map_write;
