@@ -491,3 +491,48 @@ fn read_only_open_replays_in_memory() {
         "the image was written"
     );
 }
+
+/// A journal that recorded an error when it aborted (`s_errno`): the kernel moves it to
+/// the filesystem's superblock on mount (errors recorded, e2fsck needed), so writing is
+/// refused and the image left as it was; reading still sees the replay.
+#[test]
+fn a_journal_error_is_refused_for_writing() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("fs.img");
+    // No journal checksums, so s_errno can be set without recomputing one.
+    mkfs(&img, &["-t", "ext3", "-b", "1024"], "8M");
+    let blk = dir.path().join("blk");
+    std::fs::write(&blk, vec![b'J'; 1024]).unwrap();
+    let cmds = dir.path().join("cmds");
+    std::fs::write(&cmds, format!("jo\njw -b 7000 {}\njc\n", blk.display())).unwrap();
+    let o = Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&cmds)
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let jblock: u64 = debugfs(&img, "bmap <8> 0").trim().parse().unwrap();
+    let mut bytes = std::fs::read(&img).unwrap();
+    let at = jblock as usize * 1024 + 0x20;
+    bytes[at..at + 4].copy_from_slice(&(-5i32).to_be_bytes());
+    std::fs::write(&img, &bytes).unwrap();
+    assert!(header_field(&img, "Journal errno").contains("-5"));
+    let dev: Arc<dyn BlockDev> = Arc::new(RawFile::open(&img, true).unwrap());
+    match Ext4Fs::open_rw(dev.clone(), "ext3") {
+        Err(transplant_fs::Error::Refused { reason, .. }) => {
+            assert!(reason.contains("errors recorded"), "{reason}")
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("opened for writing"),
+    }
+    assert!(
+        std::fs::read(&img).unwrap() == bytes,
+        "the image was written"
+    );
+    assert!(Ext4Fs::open(dev, "ext3").is_ok());
+}

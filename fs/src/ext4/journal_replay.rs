@@ -131,27 +131,34 @@ pub fn recover(dev: &Arc<dyn BlockDev>) -> Result<Option<Recovered>> {
             dev.write_at(data, home * bs)?;
             Ok(())
         };
-        let o = passes::replay(&log, &jsb, fs_blocks, &name, &mut write)?;
-        let sb_block = log.physical(0)?;
-        dev.write_at(
-            &jsb.emptied(o.end_transaction.wrapping_add(1)),
-            sb_block * bs,
-        )?;
-        Some(o)
+        Some(passes::replay(&log, &jsb, fs_blocks, &name, &mut write)?)
     };
-    clear_needs_recovery(&**dev)?;
+    if outcome.is_some() || jsb.errno != 0 {
+        let next = match &outcome {
+            Some(o) => o.end_transaction.wrapping_add(1),
+            None => jsb.sequence,
+        };
+        dev.write_at(&jsb.emptied(next), log.physical(0)? * bs)?;
+    }
+    clear_needs_recovery(&**dev, jsb.errno != 0)?;
     recount_free(dev)?;
     dev.flush()?;
     Ok(Some(Recovered { outcome }))
 }
 
 /// Clears needs_recovery in the primary superblock as it is after the replay (which may
-/// have written the superblock's block itself).
-fn clear_needs_recovery(dev: &dyn BlockDev) -> Result<()> {
+/// have written the superblock's block itself); with `journal_error` (the journal
+/// recorded one when it aborted) marks the filesystem as having errors, as the kernel
+/// does, so e2fsck must look at it before it is written.
+fn clear_needs_recovery(dev: &dyn BlockDev, journal_error: bool) -> Result<()> {
     let mut raw = vec![0u8; 1024];
     dev.read_at(&mut raw, SUPERBLOCK_OFFSET)?;
     let f = u32_at(&raw, 0x60) & !incompat::RECOVER;
     put_u32(&mut raw, 0x60, f);
+    if journal_error {
+        let state = super::le::u16_at(&raw, 0x3A) | 0x2;
+        super::le::put_u16(&mut raw, 0x3A, state);
+    }
     if u32_at(&raw, 0x64) & ro_compat::METADATA_CSUM != 0 {
         let c = super::csum::crc32c(!0, raw.get(..0x3FC).unwrap_or(&[]));
         put_u32(&mut raw, 0x3FC, c);

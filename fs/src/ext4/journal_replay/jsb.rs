@@ -47,6 +47,8 @@ pub struct JournalSuper {
     pub first: u32,
     pub sequence: u32,
     pub start: u32,
+    /// An error the journal recorded when it aborted (negative errno), 0 if none.
+    pub errno: i32,
     pub compat: u32,
     pub incompat: u32,
     /// One past the last block of the circular log (fast-commit blocks excluded).
@@ -125,6 +127,7 @@ impl JournalSuper {
             first,
             sequence: be32(&raw, 0x18),
             start,
+            errno: be32(&raw, 0x20) as i32,
             compat,
             incompat,
             last,
@@ -219,11 +222,13 @@ impl JournalSuper {
     }
 
     /// The superblock of an empty journal whose next transaction is `next_sequence`, as
-    /// the kernel leaves it after recovery and unmount (`s_start` 0).
+    /// the kernel leaves it after recovery and unmount (`s_start` 0, and any recorded
+    /// error moved to the filesystem's superblock, so cleared here).
     pub fn emptied(&self, next_sequence: u32) -> Vec<u8> {
         let mut s = self.clone();
         put_be32(&mut s.raw, 0x18, next_sequence);
         put_be32(&mut s.raw, 0x1C, 0);
+        put_be32(&mut s.raw, 0x20, 0);
         if s.csum_v2or3() {
             let c = s.checksum();
             put_be32(&mut s.raw, 0xFC, c);
