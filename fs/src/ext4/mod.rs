@@ -103,9 +103,9 @@ impl Ext4Fs {
     /// Opens an ext2/3/4 filesystem on `dev`; `kind` is what probing called it.
     pub fn open(dev: Arc<dyn BlockDev>, kind: &str) -> Result<Self> {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        check_group_table(&*dev)?;
         let dev = replayed_in_memory(dev);
         let name = dev.name().to_string();
-        check_group_table(&*dev)?;
         let fs = match Ext4::load(Box::new(DevReader(dev.clone()))) {
             Ok(fs) => fs,
             Err(e) if is_inline_refusal(&e) => return Self::open_own(dev, kind, id),
