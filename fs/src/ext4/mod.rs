@@ -104,11 +104,16 @@ impl Ext4Fs {
     pub fn open(dev: Arc<dyn BlockDev>, kind: &str) -> Result<Self> {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         check_group_table(&*dev)?;
-        let dev = replayed_in_memory(dev);
+        let (dev, replay_failed) = replayed_in_memory(dev);
         let name = dev.name().to_string();
         let fs = match Ext4::load(Box::new(DevReader(dev.clone()))) {
             Ok(fs) => fs,
-            Err(e) if is_inline_refusal(&e) => return Self::open_own(dev, kind, id),
+            // The engine cannot read around the journal: why the replay failed is the
+            // reason to give.
+            Err(e) if is_inline_refusal(&e) => match replay_failed {
+                Some(why) => return Err(why),
+                None => return Self::open_own(dev, kind, id),
+            },
             Err(e) => return Err(map_err(&name, "/", e)),
         };
         let label = fs
@@ -260,16 +265,16 @@ impl Drop for Ext4Fs {
 
 /// A read-only view of `dev` with its journal replayed (into an overlay, so nothing is
 /// written), when it needs recovery and the replay succeeds; else `dev` itself, for
-/// ext4-view to replay or refuse as it does. Both readers then see the replayed
+/// ext4-view to replay or refuse as it does, with why the replay failed. Both readers then see the replayed
 /// filesystem: the engine too, which does not read around a journal needing recovery.
-fn replayed_in_memory(dev: Arc<dyn BlockDev>) -> Arc<dyn BlockDev> {
+fn replayed_in_memory(dev: Arc<dyn BlockDev>) -> (Arc<dyn BlockDev>, Option<Error>) {
     if !journal_replay::needs_recovery(&*dev) {
-        return dev;
+        return (dev, None);
     }
     let view: Arc<dyn BlockDev> = Arc::new(Overlay::new(dev.clone()));
     match journal_replay::recover(&view) {
-        Ok(_) => view,
-        Err(_) => dev,
+        Ok(_) => (view, None),
+        Err(e) => (dev, Some(e)),
     }
 }
 
