@@ -536,3 +536,69 @@ fn a_journal_error_is_refused_for_writing() {
     );
     assert!(Ext4Fs::open(dev, "ext3").is_ok());
 }
+
+/// Fast commits the kernel made (an fsync on a fast_commit filesystem) and never followed
+/// with a full commit: ext4 would replay them itself, logically; this replay cannot, so
+/// writing is refused by name and the image left as it was.
+#[test]
+fn pending_fast_commits_are_refused() {
+    if !tools() || !have("xfs_io") || !have("mount") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("fs.img");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    mkfs(&img, &["-t", "ext4", "-O", "fast_commit"], "24M");
+    let mounted = Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&img)
+        .arg(&mnt)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !mounted {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "loop mount is required when CI is set"
+        );
+        return;
+    }
+    {
+        let _m = Mounted(&mnt);
+        std::fs::write(mnt.join("a"), b"a\n").unwrap();
+        assert!(Command::new("sync").status().unwrap().success());
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(mnt.join("a"))
+            .unwrap();
+        f.write_all(b"more\n").unwrap();
+        f.sync_all().unwrap();
+        // No log flush: the running transaction, which the fast commit belongs to,
+        // never commits.
+        let st = Command::new("xfs_io")
+            .args(["-x", "-c", "shutdown"])
+            .arg(&mnt)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    assert!(header(&img).contains("needs_recovery"));
+    let log = debugfs(&img, "logdump");
+    assert!(log.contains("tag HEAD"), "no fast commit written: {log}");
+    let bytes = std::fs::read(&img).unwrap();
+    let dev: Arc<dyn BlockDev> = Arc::new(RawFile::open(&img, true).unwrap());
+    match Ext4Fs::open_rw(dev, "ext4") {
+        Err(transplant_fs::Error::Unsupported { dev, feature }) => {
+            assert!(feature.contains("fast commits"), "{feature}");
+            assert_eq!(dev, img.display().to_string());
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("opened for writing"),
+    }
+    assert!(
+        std::fs::read(&img).unwrap() == bytes,
+        "the image was written"
+    );
+}

@@ -25,13 +25,56 @@ use jsb::JournalSuper;
 pub use passes::Outcome;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use transplant_formats::BlockDev;
+use transplant_formats::{BlockDev, Overlay};
 
 /// What a recovery did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovered {
     /// The replay itself (none when the journal was already empty: only the flag stale).
     pub outcome: Option<Outcome>,
+}
+
+/// A copy-on-write view of a device for the replay to write into, going by the device's
+/// own name, so that what is found wrong in the replayed filesystem names the device the
+/// user gave (an `Overlay` names itself "NAME (overlay)").
+pub struct ReplayView {
+    overlay: Overlay,
+    name: String,
+}
+
+impl ReplayView {
+    pub fn new(dev: Arc<dyn BlockDev>) -> ReplayView {
+        ReplayView {
+            name: dev.name().to_string(),
+            overlay: Overlay::new(dev),
+        }
+    }
+
+    /// Writes the replay into the device under the view.
+    pub fn commit(&self) -> Result<()> {
+        Ok(self.overlay.commit()?)
+    }
+}
+
+impl BlockDev for ReplayView {
+    fn len(&self) -> u64 {
+        self.overlay.len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> transplant_formats::Result<()> {
+        self.overlay.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> transplant_formats::Result<()> {
+        self.overlay.write_at(buf, offset)
+    }
+    fn flush(&self) -> transplant_formats::Result<()> {
+        self.overlay.flush()
+    }
+    fn extent_at(&self, offset: u64) -> transplant_formats::Result<transplant_formats::Extent> {
+        self.overlay.extent_at(offset)
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 /// Whether the superblock on `dev` says the journal needs recovery.

@@ -66,7 +66,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use transplant_formats::{BlockDev, Overlay};
+use transplant_formats::BlockDev;
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 
@@ -164,7 +164,7 @@ impl Ext4Fs {
     pub fn open_rw(dev: Arc<dyn BlockDev>, kind: &str) -> Result<Ext4Fs> {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         if journal_replay::needs_recovery(&*dev) {
-            let trial = Arc::new(Overlay::new(dev.clone()));
+            let trial = Arc::new(journal_replay::ReplayView::new(dev.clone()));
             let trial_dev: Arc<dyn BlockDev> = trial.clone();
             journal_replay::recover(&trial_dev)?;
             drop(Engine::open(trial_dev)?);
@@ -271,7 +271,7 @@ fn replayed_in_memory(dev: Arc<dyn BlockDev>) -> (Arc<dyn BlockDev>, Option<Erro
     if !journal_replay::needs_recovery(&*dev) {
         return (dev, None);
     }
-    let view: Arc<dyn BlockDev> = Arc::new(Overlay::new(dev.clone()));
+    let view: Arc<dyn BlockDev> = Arc::new(journal_replay::ReplayView::new(dev.clone()));
     match journal_replay::recover(&view) {
         Ok(_) => (view, None),
         Err(e) => (dev, Some(e)),
