@@ -84,7 +84,7 @@ impl Engine {
             detail,
         })?;
         let blocker = if !checks {
-            None
+            sb.layout_blockers().map(|why| (false, why))
         } else if write {
             sb.write_blockers()
         } else {
