@@ -59,16 +59,23 @@ const CACHE_BYTES: usize = 32 << 20;
 impl Engine {
     /// Opens `dev` for writing, refusing filesystems that are not safe to change.
     pub fn open(dev: Arc<dyn BlockDev>) -> Result<Engine> {
-        Self::open_mode(dev, true)
+        Self::open_mode(dev, true, true)
     }
 
     /// Opens `dev` only to read it (nothing is ever written: the engine writes only
     /// what operations change), refusing only what it cannot read right.
     pub fn open_read(dev: Arc<dyn BlockDev>) -> Result<Engine> {
-        Self::open_mode(dev, false)
+        Self::open_mode(dev, false, true)
     }
 
-    fn open_mode(dev: Arc<dyn BlockDev>, write: bool) -> Result<Engine> {
+    /// Opens `dev` with no state checks, for journal recovery: to find the journal inode's
+    /// blocks (which transactions do not change) before the replay, and to recount the
+    /// free blocks after it. Only geometry is checked.
+    pub fn open_for_recovery(dev: Arc<dyn BlockDev>, write: bool) -> Result<Engine> {
+        Self::open_mode(dev, write, false)
+    }
+
+    fn open_mode(dev: Arc<dyn BlockDev>, write: bool, checks: bool) -> Result<Engine> {
         let name = dev.name().to_string();
         let mut raw = vec![0u8; 1024];
         dev.read_at(&mut raw, SUPERBLOCK_OFFSET)?;
@@ -76,7 +83,9 @@ impl Engine {
             dev: name.clone(),
             detail,
         })?;
-        let blocker = if write {
+        let blocker = if !checks {
+            sb.layout_blockers().map(|why| (false, why))
+        } else if write {
             sb.write_blockers()
         } else {
             sb.read_blockers().map(|why| (false, why))
@@ -109,7 +118,7 @@ impl Engine {
         for (g, raw) in gdt.chunks(sb.desc_size).enumerate() {
             let gd = GroupDesc::new(raw.to_vec(), sb.is_64bit());
             let g = g as u32;
-            if !gd.checksum_ok(&sb, g) {
+            if checks && !gd.checksum_ok(&sb, g) {
                 return Err(Error::Refused {
                     dev: name,
                     reason: format!(
@@ -150,7 +159,9 @@ impl Engine {
             read_only: !write,
             maps: Default::default(),
         };
-        super::journal_state::check(&mut e)?;
+        if checks {
+            super::journal_state::check(&mut e)?;
+        }
         Ok(e)
     }
 

@@ -1,7 +1,9 @@
-//! Whether the journal holds transactions not yet replayed. The superblock's
+//! Whether the journal holds transactions not yet replayed, checked when the engine opens
+//! (after `journal_replay` has replayed a journal that needs recovery). The superblock's
 //! needs_recovery flag says so; the journal's own superblock (a non-zero `s_start`) says so
 //! too, and is checked as well since writing around an unreplayed journal would let the
-//! next mount replay stale blocks over our changes.
+//! next mount replay stale blocks over our changes. A log without the flag is one the
+//! kernel would throw away and e2fsck asks about, so it is left to e2fsck.
 
 use super::engine::Engine;
 use crate::error::{Error, Result};
@@ -41,7 +43,7 @@ pub fn check(e: &mut Engine) -> Result<()> {
     if be32(&jsb, 0x1C) != 0 {
         return Err(Error::Refused {
             dev: e.name.clone(),
-            reason: "the journal holds transactions that were never replayed; boot the guest once and shut it down, or run `e2fsck` on the filesystem, then retry".into(),
+            reason: "the journal holds transactions but the superblock does not say it needs recovery; run `e2fsck` on the filesystem (it asks whether to replay them), then retry".into(),
         });
     }
     Ok(())

@@ -2,11 +2,16 @@
 //! and through this crate's own engine (the modules below) where it cannot; opens for
 //! writing go through the engine alone.
 //!
-//! ext4-view is the default reader because it replays a journal that needs recovery in
-//! memory (the engine does not, and refuses such a filesystem), and because it reads in
-//! parallel: its `Ext4` is `Rc`-based, so each thread that touches a filesystem loads its
-//! own instance (superblock, group descriptors, journal) on first use and keeps it in a
-//! thread-local map, and FUSE threads then read without a shared lock, while the engine
+//! A journal that needs recovery (a guest copied while running) is replayed first, by
+//! this crate (`journal_replay`, the kernel's three passes): into an in-memory overlay
+//! for reading, so the device is never written and both readers see the replayed
+//! filesystem; into the device itself (an overlay) for writing. Should that replay fail,
+//! a read-only open leaves the journal to ext4-view, which replays it in memory itself.
+//!
+//! ext4-view is the default reader because it reads in parallel: its `Ext4` is
+//! `Rc`-based, so each thread that touches a filesystem loads its own instance
+//! (superblock, group descriptors, journal) on first use and keeps it in a thread-local
+//! map, and FUSE threads then read without a shared lock, while the engine
 //! serves one call at a time behind a mutex. It was byte-identical on 10,110 entries in a
 //! trial (see CRATES.md). What it lacks, and where the engine takes over:
 //!
@@ -22,8 +27,8 @@
 //!   so the data of every file is read through it (opened on the first read), holding
 //!   its lock only to find the file and its map, not while reading the data, so parallel
 //!   readers still read in parallel. Metadata and listings stay with ext4-view. If the
-//!   engine cannot open the filesystem (a journal needing recovery, which it does not
-//!   replay; meta_bg), ext4-view reads everything, as before.
+//!   engine cannot open the filesystem (meta_bg; a journal needing recovery that
+//!   `journal_replay` could not replay), ext4-view reads everything, as before.
 //!
 //! Casefold and encrypted directories stay unsupported either way.
 //!
@@ -43,6 +48,7 @@ mod group_desc;
 mod htree;
 mod inline;
 mod inode;
+pub mod journal_replay;
 mod journal_state;
 mod le;
 mod map_write;
@@ -97,11 +103,17 @@ impl Ext4Fs {
     /// Opens an ext2/3/4 filesystem on `dev`; `kind` is what probing called it.
     pub fn open(dev: Arc<dyn BlockDev>, kind: &str) -> Result<Self> {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let name = dev.name().to_string();
         check_group_table(&*dev)?;
+        let (dev, replay_failed) = replayed_in_memory(dev);
+        let name = dev.name().to_string();
         let fs = match Ext4::load(Box::new(DevReader(dev.clone()))) {
             Ok(fs) => fs,
-            Err(e) if is_inline_refusal(&e) => return Self::open_own(dev, kind, id),
+            // The engine cannot read around the journal: why the replay failed is the
+            // reason to give.
+            Err(e) if is_inline_refusal(&e) => match replay_failed {
+                Some(why) => return Err(why),
+                None => return Self::open_own(dev, kind, id),
+            },
             Err(e) => return Err(map_err(&name, "/", e)),
         };
         let label = fs
@@ -145,10 +157,19 @@ impl Ext4Fs {
     }
 
     /// Opens for writing (normally over an `Overlay`), refusing filesystems that are not
-    /// safe to change: a journal needing recovery, errors recorded, an unknown incompatible
-    /// or read-only-compatible feature, bigalloc, a mismatched checksum.
+    /// safe to change: errors recorded, an unknown incompatible or read-only-compatible
+    /// feature, bigalloc, a mismatched checksum. A journal needing recovery is replayed
+    /// into `dev` first, as a kernel mount would (see `journal_replay`), but only once the
+    /// replayed filesystem passes those checks: a refusal leaves `dev` unwritten.
     pub fn open_rw(dev: Arc<dyn BlockDev>, kind: &str) -> Result<Ext4Fs> {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        if journal_replay::needs_recovery(&*dev) {
+            let trial = Arc::new(journal_replay::ReplayView::new(dev.clone()));
+            let trial_dev: Arc<dyn BlockDev> = trial.clone();
+            journal_replay::recover(&trial_dev)?;
+            drop(Engine::open(trial_dev)?);
+            trial.commit()?;
+        }
         let e = Engine::open(dev.clone())?;
         let info = FsInfo {
             kind: kind.to_string(),
@@ -239,6 +260,21 @@ impl Drop for Ext4Fs {
     fn drop(&mut self) {
         // Instances in other threads go when those threads end.
         let _ = INSTANCES.try_with(|m| m.borrow_mut().remove(&self.id));
+    }
+}
+
+/// A read-only view of `dev` with its journal replayed (into an overlay, so nothing is
+/// written), when it needs recovery and the replay succeeds; else `dev` itself, for
+/// ext4-view to replay or refuse as it does, with why the replay failed. Both readers then see the replayed
+/// filesystem: the engine too, which does not read around a journal needing recovery.
+fn replayed_in_memory(dev: Arc<dyn BlockDev>) -> (Arc<dyn BlockDev>, Option<Error>) {
+    if !journal_replay::needs_recovery(&*dev) {
+        return (dev, None);
+    }
+    let view: Arc<dyn BlockDev> = Arc::new(journal_replay::ReplayView::new(dev.clone()));
+    match journal_replay::recover(&view) {
+        Ok(_) => (view, None),
+        Err(e) => (dev, Some(e)),
     }
 }
 

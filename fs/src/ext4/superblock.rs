@@ -388,7 +388,14 @@ impl Superblock {
                 "reading a filesystem whose journal needs recovery without replaying it (this tool's own reader, used for inline_data, does not replay journals); boot the guest once and shut it down, or run `e2fsck` on a copy, then retry".into(),
             );
         }
-        let bad = self.incompat & !(INCOMPAT_WRITABLE | incompat::MMP);
+        self.layout_blockers()
+    }
+
+    /// Incompatible features the engine cannot find its way around with (meta_bg, ...),
+    /// whatever the state: also what stops a journal replay, which reads the journal
+    /// inode through the engine.
+    pub fn layout_blockers(&self) -> Option<String> {
+        let bad = self.incompat & !(INCOMPAT_WRITABLE | incompat::MMP | incompat::RECOVER);
         if bad != 0 {
             return Some(format!(
                 "reading incompatible feature(s) {} with this tool's own reader",
