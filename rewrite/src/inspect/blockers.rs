@@ -217,7 +217,21 @@ fn verdict(
                 format!(" (mounted at {})", mounted.join(", "))
             }
         );
-        if mounted.is_empty() {
+        if s.state == FsState::NeedsRecovery {
+            // The writer replays the journal first, as a mount would (ext4/journal_replay).
+            warnings.push(finding(
+                "journal-replayed",
+                format!(
+                    "{desc}{}: its journal needs recovery (the guest was not shut down cleanly); \
+                     a conversion replays it first, as the kernel would at mount",
+                    if mounted.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (mounted at {})", mounted.join(", "))
+                    }
+                ),
+            ));
+        } else if mounted.is_empty() {
             warnings.push(finding("unclean-filesystem", msg));
         } else {
             blockers.push(finding("unclean-filesystem", msg));
