@@ -3,8 +3,8 @@
 //! The guest (fixtures/sets/guest-rhel.sh) is Debian's packages in the layout of a RHEL
 //! install on VMware: GPT with a BIOS boot partition, /boot on XFS, the VG `rhel` with an
 //! XFS root LV and a swap LV, a host-only dracut initramfs without virtio, BLS entry and
-//! grubenv, ifcfg-eth0 with the VMware MAC as HWADDR, SELinux labels on the files a
-//! conversion replaces. "Before" proves it boots on its old hardware and not on virtio;
+//! grubenv, ifcfg-eth0 with the VMware MAC as HWADDR, RHEL 9's LVM devices file (also in
+//! the initramfs), SELinux labels on the files a conversion replaces. "Before" proves it boots on its old hardware and not on virtio;
 //! "after" converts it and boots the result on virtio-blk and virtio-net, then checks the
 //! converted filesystems offline with the XFS tools and the kernel.
 //!
@@ -241,6 +241,10 @@ fn rhel_guest_converted_to_kvm_boots_on_virtio() {
         let list = sh(&format!("lsinitrd {}", m.0.join(&initrd).display()));
         assert!(list.contains("/virtio_blk.ko"), "{list}");
         assert!(list.contains("/vmw_pvscsi.ko"), "the old drivers stay");
+        // LVM's devices file names /dev/sda3; left in the image it would hide vda3 from
+        // an LVM without search_for_devnames (RHEL 9.0's) or for a WWID entry.
+        assert!(!list.contains("etc/lvm/devices/system.devices"), "{list}");
+        assert!(list.contains("etc/lvm/lvm.conf"), "{list}");
     }
     let m = Mount::new(&root_dev, &d.join("root"));
     let etc = m.0.join("etc");
@@ -250,6 +254,7 @@ fn rhel_guest_converted_to_kvm_boots_on_virtio() {
     let text = std::fs::read_to_string(&ifcfg).unwrap();
     assert!(text.contains(&format!("HWADDR={NEW_MAC}")), "{text}");
     assert!(!text.contains(g.mac), "{text}");
+    assert!(!etc.join("lvm/devices/system.devices").exists());
     let fstab = std::fs::read_to_string(etc.join("fstab")).unwrap();
     assert!(fstab.contains("/dev/mapper/rhel-root"), "{fstab}");
     drop(m);
