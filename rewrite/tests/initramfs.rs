@@ -312,37 +312,6 @@ fn cpio_newc_and_crc_match_gnu_cpio() {
     }
 }
 
-/// A removed file is gone when GNU cpio extracts the rebuilt image, and nothing else
-/// changed; a hard-linked member stays (its data serves the other names).
-#[test]
-fn a_removed_file_is_absent_when_gnu_cpio_extracts_the_image() {
-    if !have("cpio") {
-        return;
-    }
-    let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    sample_tree(&src);
-    let bytes = cpio_of(&src, "newc");
-    let mut ir = Initramfs::parse(&bytes).unwrap();
-    assert_eq!(
-        ir.remove_file("/etc/cmdline.d/10-root.conf"),
-        ["etc/cmdline.d/10-root.conf"]
-    );
-    assert!(ir.remove_file("usr/bin/blob").is_empty());
-    assert!(ir.remove_file("etc/none").is_empty());
-    assert!(ir.remove_file("etc").is_empty(), "only regular files");
-    let out = ir.to_bytes().unwrap();
-    let a = t.path().join("a");
-    extract(&out, &a);
-    let mut want = tree(&src);
-    want.remove("etc/cmdline.d/10-root.conf");
-    assert_eq!(tree(&a), want);
-    let d = ir.diff(&Initramfs::parse(&bytes).unwrap());
-    assert_eq!(d.len(), 1, "{d:?}");
-    assert_eq!(d[0].kind, ChangeKind::Removed);
-}
-
 #[test]
 fn every_compressor_keeps_the_early_archive_and_round_trips_through_its_cli() {
     if !(have("cpio") && have("lsinitramfs")) {

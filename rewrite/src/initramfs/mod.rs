@@ -265,31 +265,6 @@ impl Initramfs {
         changed
     }
 
-    /// Removes every regular-file member whose path (normalized, as [`Initramfs::find`]
-    /// takes it) is `path`, so the unpacked rootfs has no such file. A member that is one
-    /// of several hard links to its data is left alone (removing it could drop the data of
-    /// the others). A rebuilt segment is marked changed; returns the names removed.
-    pub fn remove_file(&mut self, path: &str) -> Vec<String> {
-        let path = newc::normalize_name(path);
-        let mut removed = Vec::new();
-        for s in &mut self.layout.segments {
-            for a in &mut s.archives {
-                let groups = newc::link_groups(&a.members);
-                let linked = |i: usize| groups.iter().any(|g| g.contains(&i));
-                let drop: Vec<usize> = (0..a.members.len())
-                    .filter(|&i| {
-                        a.members[i].is_file() && a.members[i].path() == path && !linked(i)
-                    })
-                    .collect();
-                for &i in drop.iter().rev() {
-                    removed.push(a.members.remove(i).name);
-                    s.changed = true;
-                }
-            }
-        }
-        removed
-    }
-
     /// Adds the modules `wanted` with their dependencies from the guest's
     /// /lib/modules/KVER, updates the index files inside, and names them for early load.
     /// See [`inject`].

@@ -28,9 +28,6 @@ pub struct InitramfsReport {
     pub missing: Vec<String>,
     /// Members whose text was rewritten (device names).
     pub rewritten: Vec<String>,
-    /// Caches of the old disks removed from the image (as from the guest: LVM's devices
-    /// file, blkid's cache), which would hide the new disks before root is mounted.
-    pub removed: Vec<String>,
     /// Every member added, changed or removed.
     pub members: Vec<MemberChange>,
     /// Where the original was kept.
@@ -90,7 +87,6 @@ pub fn plan(
             builtin: Vec::new(),
             missing: Vec::new(),
             rewritten: Vec::new(),
-            removed: Vec::new(),
             members: Vec::new(),
             backup: None,
             skipped: None,
@@ -129,22 +125,6 @@ pub fn plan(
             warnings.extend(p.warnings);
             p.text.map(String::into_bytes)
         });
-        // An image can carry LVM's devices file (dracut's install_items, an lvmconf
-        // build): it names the old disk, and an LVM in the initramfs that does not search
-        // for renamed devices (or one with a WWID entry) then ignores the new disk, so
-        // root is never found. Every cache the guest loses goes from the image too.
-        for (cache, why) in patch::caches::CACHES {
-            for name in after.remove_file(cache) {
-                edits.push(Edit {
-                    file: format!("{path}:{name}"),
-                    line: None,
-                    before: "(cache file)".into(),
-                    after: String::new(),
-                    reason: format!("removed from the initramfs: {why}"),
-                });
-                report.removed.push(name);
-            }
-        }
         let inj =
             after
                 .inject_modules(guest, &kernel, wanted)
@@ -170,7 +150,7 @@ pub fn plan(
             ));
         }
         injected_any |= !inj.added.is_empty();
-        if !inj.changed() && report.rewritten.is_empty() && report.removed.is_empty() {
+        if !inj.changed() && report.rewritten.is_empty() {
             step.reports.push(report);
             step.warnings.extend(warnings);
             continue;
