@@ -2,14 +2,15 @@
 //! guestfish, without a helper VM. Every change goes into an `Overlay` over the image and is
 //! committed into it only when the whole edit succeeded and the filesystem is synced, so a
 //! failed edit leaves the image as it was. Only formats writable in place (raw, qcow2) are
-//! accepted.
+//! accepted. `--undo` first writes and syncs an undo log of every block the edit is about
+//! to overwrite, so `transplant undo IMAGE` can put the image back.
 
 use crate::guest::{guest_tree, volumes_on, Target};
 use crate::OpenArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use transplant_formats::output::qcow2::inplace::open_writable_with;
 use transplant_formats::{open_image, BlockDev, Format, OpenOptions, Overlay, RawFile};
@@ -19,6 +20,7 @@ use transplant_fs::{show, FileKind, GuestTree, NewNode, SetAttrs};
 pub struct Session {
     pub tree: Arc<GuestTree>,
     overlay: Arc<Overlay>,
+    image: PathBuf,
 }
 
 /// Opens the image itself for writing in place, or refuses a format we cannot write.
@@ -86,16 +88,62 @@ impl Session {
         Ok(Session {
             tree: Arc::new(tree),
             overlay,
+            image: t.image.clone(),
         })
     }
 
-    /// Syncs the filesystems and writes the overlay into the image.
-    pub fn commit(&self) -> Result<()> {
+    /// Syncs the filesystems and writes the overlay into the image, after an undo log
+    /// when `undo` asks for one.
+    pub fn commit(&self, undo: &UndoArgs) -> Result<()> {
         self.tree.sync().context("syncing the guest filesystems")?;
-        self.overlay
-            .commit()
-            .context("writing the changes into the image")?;
+        match undo.path(&self.image) {
+            None => self
+                .overlay
+                .commit()
+                .context("writing the changes into the image")?,
+            Some(path) => {
+                let s = transplant_formats::undo::commit_with_undo(&self.overlay, &path)
+                    .context("writing the changes into the image")?;
+                eprintln!(
+                    "transplant: undo log {} ({} bytes saved); `transplant undo {}{}` restores the image",
+                    path.display(),
+                    s.bytes,
+                    self.image.display(),
+                    if undo.undo_file.is_some() {
+                        format!(" --undo-file {}", path.display())
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
         Ok(())
+    }
+}
+
+/// Keeping an undo log of an in-place edit.
+#[derive(Args, Default)]
+pub struct UndoArgs {
+    /// Before changing the image, write and sync an undo log of every block about to be
+    /// overwritten (IMAGE.transplant-undo), for `transplant undo IMAGE`.
+    #[arg(long)]
+    undo: bool,
+    /// The undo log's path (implies --undo).
+    #[arg(long, value_name = "FILE")]
+    undo_file: Option<PathBuf>,
+}
+
+impl UndoArgs {
+    pub fn is_set(&self) -> bool {
+        self.undo || self.undo_file.is_some()
+    }
+
+    fn path(&self, image: &Path) -> Option<PathBuf> {
+        match (&self.undo_file, self.undo) {
+            (Some(p), _) => Some(p.clone()),
+            (None, true) => Some(transplant_formats::undo::default_undo_path(image)),
+            (None, false) => None,
+        }
     }
 }
 
@@ -152,6 +200,8 @@ pub struct WriteArgs {
     #[arg(long)]
     owner: Option<String>,
     #[command(flatten)]
+    undo: UndoArgs,
+    #[command(flatten)]
     open: OpenArgs,
 }
 
@@ -190,7 +240,7 @@ pub fn run_write(a: WriteArgs) -> Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
-    s.commit()?;
+    s.commit(&a.undo)?;
     eprintln!("transplant: {what} {} ({} bytes)", show(&path), data.len());
     Ok(())
 }
@@ -206,6 +256,8 @@ pub struct RmArgs {
     #[arg(long)]
     force: bool,
     #[command(flatten)]
+    undo: UndoArgs,
+    #[command(flatten)]
     open: OpenArgs,
 }
 
@@ -217,7 +269,7 @@ pub fn run_rm(a: RmArgs) -> Result<()> {
         Err(transplant_fs::Error::NotFound(_)) if a.force => return Ok(()),
         Err(e) => return Err(e.into()),
     }
-    s.commit()?;
+    s.commit(&a.undo)?;
     eprintln!("transplant: removed {}", show(&path));
     Ok(())
 }
@@ -235,6 +287,8 @@ pub struct MkdirArgs {
     /// Permission bits, octal (default 0755).
     #[arg(long)]
     mode: Option<String>,
+    #[command(flatten)]
+    undo: UndoArgs,
     #[command(flatten)]
     open: OpenArgs,
 }
@@ -273,7 +327,7 @@ pub fn run_mkdir(a: MkdirArgs) -> Result<()> {
     if made.is_empty() {
         return Ok(());
     }
-    s.commit()?;
+    s.commit(&a.undo)?;
     for m in made {
         eprintln!("transplant: created directory {m}");
     }

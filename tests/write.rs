@@ -141,6 +141,55 @@ fn write_rm_mkdir_on_raw_and_qcow2() {
     assert!(debugfs(&back, "stat /etc/hostname").is_empty());
 }
 
+/// `--undo` keeps a log of what an edit overwrote; `transplant undo` puts every byte back.
+#[test]
+fn edits_with_undo_are_undone_byte_for_byte() {
+    if !have("mke2fs") || !have("e2fsck") || !have("debugfs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = guest(dir.path());
+    let s = img.to_str().unwrap();
+    let before = sha(&img);
+    let o = run_with_stdin(
+        &["write", &format!("{s}:/etc/fstab"), "--undo"],
+        b"UUID=2 / ext4 defaults 0 1\n",
+    );
+    ok(&o);
+    let undo = dir.path().join("guest.img.transplant-undo");
+    assert!(undo.exists());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("transplant undo"));
+    fsck(&img);
+    assert_eq!(
+        debugfs(&img, "cat /etc/fstab"),
+        b"UUID=2 / ext4 defaults 0 1\n"
+    );
+    // A second edit with the same log pending is refused before anything changes.
+    let mid = sha(&img);
+    let o = run(&["rm", &format!("{s}:/etc/os-release"), "--undo"]);
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(sha(&img), mid);
+    // Its own file, then both undone newest first.
+    let undo2 = dir.path().join("rm.undo");
+    ok(&run(&[
+        "rm",
+        &format!("{s}:/etc/os-release"),
+        "--undo-file",
+        undo2.to_str().unwrap(),
+    ]));
+    assert!(debugfs(&img, "stat /etc/os-release").is_empty());
+    ok(&run(&["undo", s, "--undo-file", undo2.to_str().unwrap()]));
+    assert_eq!(sha(&img), mid);
+    ok(&run(&["undo", s]));
+    assert_eq!(sha(&img), before);
+    fsck(&img);
+}
+
 #[test]
 fn unwritable_formats_and_unsafe_filesystems_are_refused() {
     if !have("mke2fs") || !have("debugfs") || !have("qemu-img") {

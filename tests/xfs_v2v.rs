@@ -131,6 +131,10 @@ fn rhel_guest_on_xfs_converts_to_kvm() {
             initrd.display(),
             m = m.display()
         ));
+        sh(&format!(
+            "setfattr -n security.selinux -v system_u:object_r:boot_t:s0 {}/initramfs-{kver}.img",
+            m.display()
+        ));
         write(
             m,
             &format!("/loader/entries/0123456789abcdef-{kver}.conf"),
@@ -182,6 +186,11 @@ fn rhel_guest_on_xfs_converts_to_kvm() {
             m,
             "/etc/default/grub",
             "GRUB_CMDLINE_LINUX=\"crashkernel=auto\"\n",
+        );
+        write(
+            m,
+            "/etc/selinux/config",
+            "SELINUX=enforcing\nSELINUXTYPE=targeted\n",
         );
         write(m, "/usr/bin/dracut", "#!/bin/sh\n");
         write(m, "/etc/dracut.conf", "# dracut\n");
@@ -243,6 +252,8 @@ fn rhel_guest_on_xfs_converts_to_kvm() {
             m.display()
         ));
         assert_eq!(label.trim_end_matches('\0'), "system_u:object_r:etc_t:s0");
+        // The initramfs backup is new, so has no label: the first boot relabels.
+        assert!(m.join(".autorelabel").exists());
         let ifcfg =
             std::fs::read_to_string(m.join("etc/sysconfig/network-scripts/ifcfg-eth0")).unwrap();
         assert!(
@@ -260,6 +271,11 @@ fn rhel_guest_on_xfs_converts_to_kvm() {
             m.display()
         ));
         assert!(members.contains("virtio_blk.ko"), "{members}");
+        let label = sh(&format!(
+            "getfattr --only-values -n security.selinux {}/initramfs-{kver}.img",
+            m.display()
+        ));
+        assert_eq!(label.trim_end_matches('\0'), "system_u:object_r:boot_t:s0");
         assert!(m
             .join(format!("initramfs-{kver}.img.pre-transplant"))
             .exists());

@@ -236,16 +236,78 @@ impl Context {
                 disk,
                 partition,
             } => self.rewrite_kernel(old, bus, disk, partition, form),
-            DevRef::ById(_) => Err(format!(
-                "{old} names the old disk by its model and serial; it will not exist on the \
-                 target; replace it by hand (UUID= of the filesystem is the safe choice)"
-            )),
-            DevRef::ByPath(_) => Err(format!(
-                "{old} names the old disk by its controller's address; it will not exist on \
-                 the target; replace it by hand"
-            )),
+            DevRef::ById(ref name) => self.rewrite_hardware_name(
+                old,
+                name,
+                "names the old disk by its model and serial",
+                form,
+            ),
+            DevRef::ByPath(ref name) => self.rewrite_hardware_name(
+                old,
+                name,
+                "names the old disk by its controller's address",
+                form,
+            ),
             _ => Ok(None),
         }
+    }
+
+    /// A by-id or by-path name: the target's disk will not have it. Which disk it meant
+    /// can only be told when the guest has a single disk, and then `-partN` is that
+    /// disk's partition N; with more disks the serial or controller address does not say
+    /// which one (the image has neither), so it is left for the administrator.
+    fn rewrite_hardware_name(
+        &self,
+        old: &str,
+        name: &str,
+        what: &str,
+        form: SpecForm,
+    ) -> Result<Option<Rewritten>, String> {
+        let mut disks = self.volumes.iter().filter_map(|v| v.disk);
+        let single = disks.next().is_some_and(|d| disks.all(|e| e == d));
+        let partition = name
+            .rsplit_once("-part")
+            .and_then(|(_, n)| n.parse::<u32>().ok());
+        let disk = self.volumes.iter().find_map(|v| v.disk);
+        let vol = match (single, partition, disk) {
+            (true, Some(p), Some(d)) => self.volume_at(d, Some(p)),
+            _ => None,
+        };
+        let Some(v) = vol else {
+            let why = if !single {
+                "the guest has several disks and the name does not say which"
+            } else if partition.is_none() {
+                "it names a whole disk"
+            } else {
+                "the guest's disk has no such partition"
+            };
+            return Err(format!(
+                "{old} {what}; it will not exist on the target and {why}; replace it by hand \
+                 (UUID= of the filesystem is the safe choice)"
+            ));
+        };
+        let named = |kind: &str, value: &str| match form {
+            SpecForm::Spec => format!("{}={value}", kind.to_ascii_uppercase()),
+            SpecForm::Path => format!("/dev/disk/by-{kind}/{value}"),
+        };
+        let (new, by) = match (&v.uuid, &v.label) {
+            (Some(u), _) => (named("uuid", u), "UUID"),
+            (None, Some(l)) => (named("label", l), "label"),
+            (None, None) => {
+                return Err(format!(
+                    "{old} {what}; it will not exist on the target, and its filesystem has no \
+                     UUID or label to name it by; replace it by hand"
+                ))
+            }
+        };
+        Ok(Some(Rewritten {
+            new,
+            reason: format!(
+                "{old} {what}, which the target's disk will not have; the guest has one \
+                 disk, so it is that disk's partition {}: named by the filesystem's {by}",
+                partition.unwrap_or_default()
+            ),
+        }))
     }
 
     fn rewrite_kernel(
@@ -390,9 +452,49 @@ mod tests {
             Ok(Some("/dev/vda".into()))
         );
         assert!(new(&c, "/dev/sdb1", SpecForm::Spec).is_err());
-        assert!(new(&c, "/dev/disk/by-id/ata-X-part1", SpecForm::Spec).is_err());
         assert_eq!(new(&c, "UUID=6f1c", SpecForm::Spec), Ok(None));
         assert_eq!(new(&c, "/dev/mapper/vg-root", SpecForm::Spec), Ok(None));
+    }
+
+    #[test]
+    fn hardware_names_on_a_single_disk_guest() {
+        let c = ctx(Target::Kvm, DeviceNaming::Uuid);
+        let vmware = "/dev/disk/by-id/scsi-36000c29f4a8b1e2d3c4b5a697887a6b5-part1";
+        assert_eq!(
+            new(&c, vmware, SpecForm::Spec),
+            Ok(Some("UUID=6f1c".into()))
+        );
+        assert_eq!(
+            new(
+                &c,
+                "/dev/disk/by-path/pci-0000:03:00.0-scsi-0:0:0:0-part5",
+                SpecForm::Path
+            ),
+            Ok(Some("/dev/disk/by-label/swap0".into()))
+        );
+        let r = c
+            .rewrite_device(
+                "/dev/disk/by-id/ata-VMware_Virtual_S_01-part1",
+                SpecForm::Spec,
+            )
+            .unwrap()
+            .unwrap();
+        assert!(r.reason.contains("one disk"), "{}", r.reason);
+        // A whole disk, a partition that is not there, one without identity: left.
+        let e = new(&c, "/dev/disk/by-id/wwn-0x6000c29f4a8b1e2d", SpecForm::Path).unwrap_err();
+        assert!(e.contains("whole disk"), "{e}");
+        assert!(new(&c, "/dev/disk/by-id/ata-X-part9", SpecForm::Spec).is_err());
+        assert!(new(&c, "/dev/disk/by-id/ata-X-part6", SpecForm::Spec).is_err());
+        // Two disks: the serial does not say which.
+        let mut two = c.clone();
+        two.volumes.push(GuestVolume {
+            disk: Some(1),
+            partition: Some(1),
+            uuid: Some("beef".into()),
+            ..Default::default()
+        });
+        let e = new(&two, vmware, SpecForm::Spec).unwrap_err();
+        assert!(e.contains("several disks"), "{e}");
     }
 
     #[test]

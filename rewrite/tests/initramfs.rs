@@ -312,6 +312,38 @@ fn cpio_newc_and_crc_match_gnu_cpio() {
     }
 }
 
+/// Removing a member (RHEL 9's LVM devices file) leaves every other entry as GNU cpio
+/// packed it, and hard-linked members are never removed.
+#[test]
+fn removed_members_are_gone_and_the_rest_kept() {
+    if !have("cpio") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    sample_tree(&src);
+    sh(&format!(
+        "cd {} && mkdir -p etc/lvm/devices && \
+         printf 'VERSION=1.1.1\\nIDTYPE=devname IDNAME=/dev/sda3 DEVNAME=/dev/sda3 PVID=x\\n' \
+         > etc/lvm/devices/system.devices",
+        src.display()
+    ));
+    let bytes = cpio_of(&src, "newc");
+    let mut ir = Initramfs::parse(&bytes).unwrap();
+    let removed = ir.remove_members(&|n| n.ends_with("system.devices") || n.ends_with("blob2"));
+    assert_eq!(removed, ["etc/lvm/devices/system.devices"]);
+    let out = ir.to_bytes().unwrap();
+    let a = t.path().join("a");
+    extract(&out, &a);
+    let mut want = tree(&src);
+    want.remove("etc/lvm/devices/system.devices");
+    assert_eq!(tree(&a), want);
+    let d = ir.diff(&Initramfs::parse(&bytes).unwrap());
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].kind, ChangeKind::Removed);
+}
+
 #[test]
 fn every_compressor_keeps_the_early_archive_and_round_trips_through_its_cli() {
     if !(have("cpio") && have("lsinitramfs")) {

@@ -45,11 +45,13 @@ pub struct MountArgs {
     /// Stay in the foreground; unmount on Ctrl-C or SIGTERM.
     #[arg(long)]
     foreground: bool,
-    /// Allow changes to the guest's ext2/3/4 files; they are committed into the image
-    /// (raw or qcow2) on unmount. A filesystem that is not safe to write (journal needing
-    /// recovery, errors recorded) is refused.
+    /// Allow changes to the guest's ext2/3/4 and XFS files; they are committed into the
+    /// image (raw or qcow2) on unmount (with --undo, after an undo log). A filesystem that
+    /// is not safe to write (a journal or log needing recovery, errors recorded) is refused.
     #[arg(long)]
     rw: bool,
+    #[command(flatten)]
+    undo: crate::edit::UndoArgs,
     /// Let other users see the mount (needs `user_allow_other` in /etc/fuse.conf unless root).
     #[arg(long)]
     allow_other: bool,
@@ -69,6 +71,9 @@ pub fn run(a: MountArgs) -> Result<()> {
     if !dir.is_dir() {
         bail!("the mount point {} is not a directory", dir.display());
     }
+    if a.undo.is_set() && !a.rw {
+        bail!("--undo and --undo-file keep a log of the changes of --rw; a read-only mount changes nothing");
+    }
     if a.rw && (a.raw || images.len() != 1) {
         bail!("--rw mounts the guest files of one image (not --raw)");
     }
@@ -82,7 +87,7 @@ pub fn run(a: MountArgs) -> Result<()> {
         }
         let view = guest_view::GuestView::new_rw(s.tree.clone());
         serve(view, dir, &t.image, &a)?;
-        return s.commit();
+        return s.commit(&a.undo);
     }
     if !a.foreground {
         return spawn_background();

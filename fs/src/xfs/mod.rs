@@ -15,8 +15,12 @@
 //! and file block maps are cached: FUSE threads share these behind one short lock and
 //! read file data without it. Caches are bounded; past the bound they start over.
 //!
-//! A log that needs recovery is not replayed (yet): opening such a filesystem is
-//! refused with the reason, unless the caller asks to read it as it stands.
+//! A log that needs recovery (a guest not shut down cleanly) is replayed in memory at
+//! open ([`log_recover`]): reads see the filesystem as the kernel would after mount,
+//! and the device is not written; opened for writing, the replay goes onto the device
+//! (an overlay) and the log is closed ([`log_recover_clear`]). What recovery cannot do
+//! is refused with the reason, unless the caller asks to read the filesystem as it
+//! stands.
 
 mod attr;
 mod bmbt;
@@ -29,6 +33,11 @@ mod dir_write;
 mod ialloc;
 mod inode;
 mod log;
+mod log_recover;
+mod log_recover_clear;
+mod log_recover_dev;
+mod log_recover_items;
+mod log_recover_record;
 mod rmap;
 mod sbtree;
 mod space;
@@ -60,8 +69,8 @@ const DIR_LEAF_OFFSET: u64 = 32 << 30;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct XfsOptions {
-    /// Read a filesystem whose log needs recovery as it stands, without the changes
-    /// the log holds (recent metadata updates may be missing or half-visible).
+    /// Read a filesystem whose log needs recovery as it stands, without replaying the
+    /// changes the log holds (recent metadata updates may be missing or half-visible).
     pub allow_dirty_log: bool,
 }
 
@@ -114,12 +123,19 @@ fn kind_of_ftype(ft: u8) -> Option<FileKind> {
 }
 
 impl XfsFs {
-    /// Opens the XFS filesystem on `dev`, refusing one whose log needs recovery.
+    /// Opens the XFS filesystem on `dev`, replaying in memory a log that needs recovery.
     pub fn open(dev: Arc<dyn BlockDev>) -> Result<XfsFs> {
         XfsFs::open_with(dev, XfsOptions::default())
     }
 
     pub fn open_with(dev: Arc<dyn BlockDev>, opts: XfsOptions) -> Result<XfsFs> {
+        XfsFs::open_inner(dev, opts, false)
+    }
+
+    /// `write_through`: a log that needs recovery is replayed onto `dev` itself (which
+    /// must be writable, normally an overlay) and closed, so the filesystem can be
+    /// changed; otherwise the replay stays in memory.
+    fn open_inner(dev: Arc<dyn BlockDev>, opts: XfsOptions, write_through: bool) -> Result<XfsFs> {
         let name = dev.name().to_string();
         let sb_err = |e: SbError| match e {
             SbError::Corrupt(detail) => Error::Corrupt {
@@ -156,29 +172,48 @@ impl XfsFs {
             label: sb.label.clone(),
             uuid: Some(uuid_string(&sb.uuid)),
         };
-        let vol = Volume { dev, sb };
-        let log = log::state(&vol)?;
-        if !opts.allow_dirty_log {
-            let refuse =
-                |why: String| -> Error { transplant_formats::Error::refused(&name, why).into() };
-            match &log {
-                LogState::Clean => {}
-                LogState::Dirty(why) => {
-                    return Err(refuse(format!(
-                        "the XFS log needs recovery ({why}): the guest was not shut down cleanly. \
-                         Log replay is not implemented yet; mount the filesystem once under Linux \
-                         (on a copy) to replay it, or read it as it stands, without the log's changes"
-                    )))
+        let mut vol = Volume { dev, sb };
+        let (mut log, span) = log::examine(&vol)?;
+        let refuse =
+            |why: String| -> Error { transplant_formats::Error::refused(&name, why).into() };
+        match (&log, span) {
+            (LogState::Dirty(_), _) if opts.allow_dirty_log => {}
+            (LogState::Dirty(_), Some(span)) => {
+                let rec = log_recover::recover(&vol, &span)?;
+                let transactions = rec.transactions;
+                let dev: Arc<dyn BlockDev> = if write_through {
+                    log_recover_clear::write_through(&vol, &rec)?;
+                    vol.dev.clone()
+                } else {
+                    Arc::new(rec.dev)
+                };
+                // Recovery may have replayed the superblock itself.
+                let mut head = vec![0u8; usize::from(vol.sb.sectsize)];
+                dev.read_at(&mut head, 0)?;
+                let sb = Superblock::parse(&head).map_err(sb_err)?;
+                vol = Volume { dev, sb };
+                if write_through && !matches!(log::examine(&vol)?.0, LogState::Clean) {
+                    return Err(vol.corrupt("log", 0, "still not clean after recovery closed it"));
                 }
-                LogState::External => {
-                    return Err(refuse(
-                        "the XFS log is on an external device, which was not given, so whether it \
-                         needs recovery cannot be told; read it as it stands only if the guest was \
-                         shut down cleanly"
-                            .into(),
-                    ))
-                }
+                log = LogState::Replayed { transactions };
             }
+            (LogState::Dirty(why), None) => {
+                return Err(refuse(format!(
+                    "the XFS log needs recovery ({why}), and where to start it cannot be \
+                     told: the guest was not shut down cleanly. Mount the filesystem once \
+                     under Linux (on a copy) to replay it, or read it as it stands, without \
+                     the log's changes"
+                )))
+            }
+            (LogState::External, _) if !opts.allow_dirty_log => {
+                return Err(refuse(
+                    "the XFS log is on an external device, which was not given, so whether it \
+                     needs recovery cannot be told; read it as it stands only if the guest was \
+                     shut down cleanly"
+                        .into(),
+                ))
+            }
+            _ => {}
         }
         Ok(XfsFs {
             vol,
@@ -189,13 +224,19 @@ impl XfsFs {
         })
     }
 
-    /// Opens for writing (normally over an `Overlay`), refusing what is not safe to
-    /// change: a log that needs recovery or lives on another device, quota accounting,
+    /// Opens for writing (normally over an `Overlay`). A log that needs recovery is
+    /// replayed onto `dev` and closed first (the result, once written out, mounts
+    /// without recovery). Refuses what is not safe to change: a log whose recovery
+    /// cannot be finished (see [`log_recover_clear`]) or that lives on another device, quota accounting,
     /// parent pointers, case-insensitive names, unknown feature bits. The AGs' free
     /// space and inode btrees are read (and checked) when a change first touches them.
     pub fn open_rw(dev: Arc<dyn BlockDev>) -> Result<XfsFs> {
-        let mut fs = XfsFs::open(dev)?;
+        let mut fs = XfsFs::open(dev.clone())?;
         write::check_features(&fs)?;
+        if let LogState::Replayed { .. } = fs.log {
+            // Checked on the replay in memory; now the replay goes onto `dev`.
+            fs = XfsFs::open_inner(dev, XfsOptions::default(), true)?;
+        }
         fs.rw = Some(Mutex::new(txn::State::default()));
         Ok(fs)
     }

@@ -17,6 +17,7 @@ use std::io::Read;
 
 /// How a segment is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Compression {
     /// A plain cpio archive.
     None,

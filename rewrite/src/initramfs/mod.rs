@@ -265,6 +265,28 @@ impl Initramfs {
         changed
     }
 
+    /// Drops the regular-file members `drop(name)` selects (not ones sharing their data
+    /// through hard links); a rebuilt segment is marked changed; returns the names dropped.
+    pub fn remove_members(&mut self, drop: &dyn Fn(&str) -> bool) -> Vec<String> {
+        let mut removed = Vec::new();
+        for s in &mut self.layout.segments {
+            for a in &mut s.archives {
+                let groups = newc::link_groups(&a.members);
+                let linked = |i: usize| groups.iter().any(|g| g.len() > 1 && g.contains(&i));
+                let doomed: Vec<usize> = (0..a.members.len())
+                    .filter(|&i| a.members[i].is_file() && !linked(i))
+                    .filter(|&i| drop(&a.members[i].name))
+                    .collect();
+                for &i in doomed.iter().rev() {
+                    removed.push(a.members.remove(i).name);
+                    s.changed = true;
+                }
+            }
+        }
+        removed.reverse();
+        removed
+    }
+
     /// Adds the modules `wanted` with their dependencies from the guest's
     /// /lib/modules/KVER, updates the index files inside, and names them for early load.
     /// See [`inject`].
@@ -376,11 +398,15 @@ fn link_data(members: &[Member], i: usize) -> &[u8] {
     &m.data
 }
 
-/// Which tool built an initramfs.
+/// Which tool built an initramfs (or, in inspection, which one the guest has).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Generator {
     InitramfsTools,
     Dracut,
+    /// SUSE's (SLES <= 11) or RHEL 5's mkinitrd, not the dracut wrapper of that name.
     Mkinitrd,
+    /// Arch's mkinitcpio (recognised by inspection; images are not rewritten).
+    Mkinitcpio,
     Unknown,
 }

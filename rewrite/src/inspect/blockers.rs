@@ -175,6 +175,17 @@ fn verdict(
             ),
         ));
     }
+    if i.bootloader.kind == super::LoaderKind::Lilo {
+        let cfg = i.bootloader.config.as_deref().unwrap_or("/etc/lilo.conf");
+        blockers.push(at(
+            finding(
+                "lilo-needs-rerun",
+                crate::patch::lilo::rerun_message(cfg, t),
+            ),
+            cfg,
+            None,
+        ));
+    }
     if let Some(why) = encrypted_root(i, volumes, crypttab) {
         blockers.push(finding(
             "encrypted-root",

@@ -12,7 +12,12 @@ use serde::Serialize;
 pub enum LoaderKind {
     Grub2,
     GrubLegacy,
+    /// SYSLINUX or ISOLINUX (`syslinux.cfg`, `isolinux.cfg`).
     Syslinux,
+    /// EXTLINUX (`extlinux.conf`), the SYSLINUX variant for ext2/3/4 and btrfs.
+    Extlinux,
+    /// LILO: boots from a map `/sbin/lilo` wrote, so a move needs `lilo` run again.
+    Lilo,
     None,
 }
 
@@ -370,7 +375,7 @@ pub fn parse_bls(guest: &dyn GuestFiles, kernelopts: Option<&str>) -> Vec<BootEn
 }
 
 /// Finds the entry a GRUB default names: an index (`0`, `1>2`), a title or an id.
-fn resolve_default(entries: &[BootEntry], d: &str) -> Option<usize> {
+pub fn resolve_default(entries: &[BootEntry], d: &str) -> Option<usize> {
     let d = d.trim();
     if let Ok(n) = d.parse::<usize>() {
         // Top-level position: entries inside one submenu count once.
@@ -490,10 +495,12 @@ pub fn bootloader_files(guest: &dyn GuestFiles) -> Vec<String> {
         "/etc/default/grub",
         "/etc/sysconfig/grub",
         "/etc/sysconfig/bootloader",
-        "/boot/extlinux/extlinux.conf",
-        "/boot/syslinux/syslinux.cfg",
+        "/etc/lilo.conf",
+        "/etc/update-extlinux.conf",
+        "/etc/default/extlinux",
     ]
     .iter()
+    .chain(crate::patch::plan::EXTLINUX_CONFIGS.iter())
     .filter(|p| guest.exists(p))
     .map(|p| p.to_string())
     .collect();
@@ -520,6 +527,14 @@ pub fn bootloader_files(guest: &dyn GuestFiles) -> Vec<String> {
 
 pub fn find(guest: &dyn GuestFiles, fstab_has_esp: bool, arch: Option<&str>) -> Bootloader {
     let files = bootloader_files(guest);
+    let mut notes = Vec::new();
+    if guest.exists("/etc/lilo.conf") {
+        notes.push(
+            "/etc/lilo.conf exists: LILO is taken as the loader only when no GRUB or \
+             SYSLINUX config is found (the boot sector is not read)"
+                .to_string(),
+        );
+    }
     let mut b = Bootloader {
         kind: LoaderKind::None,
         config: None,
@@ -529,7 +544,7 @@ pub fn find(guest: &dyn GuestFiles, fstab_has_esp: bool, arch: Option<&str>) -> 
         default_source: None,
         efi: efi_layout(guest, fstab_has_esp, arch),
         files: files.clone(),
-        notes: Vec::new(),
+        notes,
     };
     let grubenv = ["/boot/grub2/grubenv", "/boot/grub/grubenv"]
         .iter()
@@ -621,19 +636,212 @@ pub fn find(guest: &dyn GuestFiles, fstab_has_esp: bool, arch: Option<&str>) -> 
             .or((!b.entries.is_empty()).then_some(0));
         return b;
     }
-    for path in [
-        "/boot/extlinux/extlinux.conf",
-        "/boot/syslinux/syslinux.cfg",
-    ] {
-        if guest.exists(path) {
-            b.kind = LoaderKind::Syslinux;
-            b.config = Some(path.to_string());
-            b.notes
-                .push("syslinux/extlinux entries are not read".into());
-            return b;
+    for path in crate::patch::plan::EXTLINUX_CONFIGS {
+        let Some(text) = guest.read_text(path) else {
+            continue;
+        };
+        b.kind = if path.ends_with("extlinux.conf") {
+            LoaderKind::Extlinux
+        } else {
+            LoaderKind::Syslinux
+        };
+        b.config = Some(path.to_string());
+        let (entries, default) = parse_extlinux(path, &text);
+        b.entries = entries;
+        b.default_entry = default.or((!b.entries.is_empty()).then_some(0));
+        b.default_source = Some(match default {
+            Some(_) => format!("DEFAULT (or MENU DEFAULT) in {path}"),
+            None => "the first label".into(),
+        });
+        return b;
+    }
+    if let Some(text) = guest.read_text("/etc/lilo.conf") {
+        let (entries, default) = parse_lilo("/etc/lilo.conf", &text);
+        if !entries.is_empty() || text.lines().any(|l| l.trim_start().starts_with("boot")) {
+            b.kind = LoaderKind::Lilo;
+            b.config = Some("/etc/lilo.conf".into());
+            b.entries = entries;
+            b.default_entry = default.or((!b.entries.is_empty()).then_some(0));
+            b.default_source = Some(match default {
+                Some(_) => "default= in /etc/lilo.conf".into(),
+                None => "the first image".into(),
+            });
+            b.notes.push(
+                "LILO boots from the map /sbin/lilo last wrote, not from /etc/lilo.conf: \
+                 after any change lilo must run again"
+                    .into(),
+            );
         }
     }
     b
+}
+
+/// SYSLINUX/EXTLINUX labels and the index of the default one (`DEFAULT label`, or the
+/// label holding `MENU DEFAULT` when DEFAULT names a menu module).
+pub fn parse_extlinux(file: &str, text: &str) -> (Vec<BootEntry>, Option<usize>) {
+    let mut out: Vec<BootEntry> = Vec::new();
+    let mut default: Option<String> = None;
+    let mut menu_default: Option<usize> = None;
+    let mut global_append: Option<String> = None;
+    let mut mboot = false;
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let (kw, arg) = match t.split_once(char::is_whitespace) {
+            Some((k, a)) => (k.to_ascii_lowercase(), a.trim()),
+            None => (t.to_ascii_lowercase(), ""),
+        };
+        match kw.as_str() {
+            "label" => {
+                mboot = false;
+                out.push(BootEntry {
+                    title: arg.to_string(),
+                    kernel: None,
+                    initrd: Vec::new(),
+                    cmdline: global_append.clone(),
+                    xen_hypervisor: false,
+                    file: file.to_string(),
+                    line: Some(i + 1),
+                    id: Some(arg.to_string()),
+                });
+            }
+            "default" if out.is_empty() => default = Some(arg.to_string()),
+            "menu" if arg.eq_ignore_ascii_case("default") => {
+                menu_default = out.len().checked_sub(1);
+            }
+            "kernel" | "linux" => {
+                if let Some(e) = out.last_mut() {
+                    let img = arg.split_whitespace().next().unwrap_or("");
+                    mboot = img.rsplit('/').next().unwrap_or(img) == "mboot.c32";
+                    e.xen_hypervisor = mboot;
+                    e.kernel = (!mboot).then(|| img.to_string());
+                }
+            }
+            "initrd" => {
+                if let Some(e) = out.last_mut() {
+                    e.initrd.extend(arg.split(',').map(str::to_string));
+                }
+            }
+            "append" => match out.last_mut() {
+                None => global_append = Some(arg.to_string()),
+                Some(e) if mboot => {
+                    // xen.gz OPTS --- vmlinuz OPTS --- initrd
+                    let mut parts = arg.split(" --- ");
+                    parts.next();
+                    if let Some(k) = parts.next() {
+                        let mut w = k.split_whitespace();
+                        e.kernel = w.next().map(str::to_string);
+                        e.cmdline = Some(w.collect::<Vec<_>>().join(" "));
+                    }
+                    e.initrd.extend(parts.map(|p| p.trim().to_string()));
+                }
+                Some(e) => {
+                    let mut opts = Vec::new();
+                    for w in arg.split_whitespace() {
+                        match w.strip_prefix("initrd=") {
+                            Some(i) => e.initrd.extend(i.split(',').map(str::to_string)),
+                            None => opts.push(w),
+                        }
+                    }
+                    e.cmdline = Some(opts.join(" "));
+                }
+            },
+            _ => {}
+        }
+    }
+    let d = match default.as_deref() {
+        Some(d) if !d.ends_with(".c32") => out.iter().position(|e| e.title == d),
+        _ => menu_default,
+    };
+    (out, d)
+}
+
+/// LILO `image=` sections and the default one (`default=label`, else the first).
+pub fn parse_lilo(file: &str, text: &str) -> (Vec<BootEntry>, Option<usize>) {
+    let mut out: Vec<BootEntry> = Vec::new();
+    let mut default: Option<String> = None;
+    let mut global_root: Option<String> = None;
+    let mut global_append: Option<String> = None;
+    for (i, l) in text.lines().enumerate() {
+        for it in crate::patch::lilo::items(l) {
+            let v = it
+                .value
+                .and_then(|(r, _)| l.get(r))
+                .unwrap_or("")
+                .to_string();
+            let in_image = !out.is_empty();
+            match it.name.as_str() {
+                "image" => out.push(BootEntry {
+                    title: v.clone(),
+                    kernel: Some(v),
+                    initrd: Vec::new(),
+                    cmdline: None,
+                    xen_hypervisor: false,
+                    file: file.to_string(),
+                    line: Some(i + 1),
+                    id: None,
+                }),
+                // `other=` chain-loads another system: not a Linux entry.
+                "other" => out.push(BootEntry {
+                    title: v.clone(),
+                    kernel: None,
+                    initrd: Vec::new(),
+                    cmdline: None,
+                    xen_hypervisor: false,
+                    file: file.to_string(),
+                    line: Some(i + 1),
+                    id: None,
+                }),
+                "label" => {
+                    if let Some(e) = out.last_mut() {
+                        e.title = v.clone();
+                        e.id = Some(v);
+                    }
+                }
+                "default" if !in_image => default = Some(v),
+                "root" if !in_image => global_root = Some(v),
+                "append" if !in_image => global_append = Some(v),
+                "root" => {
+                    if let Some(e) = out.last_mut() {
+                        let rest = e.cmdline.take().unwrap_or_default();
+                        e.cmdline = Some(format!("root={v} {rest}").trim().to_string());
+                    }
+                }
+                "append" => {
+                    if let Some(e) = out.last_mut() {
+                        let cur = e.cmdline.take().unwrap_or_default();
+                        e.cmdline = Some(format!("{cur} {v}").trim().to_string());
+                    }
+                }
+                "initrd" => {
+                    if let Some(e) = out.last_mut() {
+                        e.initrd.push(v);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    // Sections without their own root=/append= use the global ones.
+    for e in out.iter_mut().filter(|e| e.kernel.is_some()) {
+        let cl = e.cmdline.take().unwrap_or_default();
+        let mut parts: Vec<String> = Vec::new();
+        if !cl.contains("root=") {
+            if let Some(r) = &global_root {
+                parts.push(format!("root={r}"));
+            }
+        }
+        if !cl.is_empty() {
+            parts.push(cl);
+        } else if let Some(a) = &global_append {
+            parts.push(a.clone());
+        }
+        e.cmdline = Some(parts.join(" "));
+    }
+    let d = default.and_then(|d| out.iter().position(|e| e.title == d));
+    (out, d)
 }
 
 #[cfg(test)]
@@ -715,6 +923,75 @@ submenu 'Advanced options for Debian GNU/Linux' $menuentry_id_option 'gnulinux-a
         assert!(efi.readable);
         assert!(!efi.fallback_loader);
         assert!(efi.vendors[0].shim && efi.vendors[0].grub);
+    }
+
+    #[test]
+    fn extlinux_and_lilo() {
+        let t = "DEFAULT menu.c32\nAPPEND ro\nLABEL virt\n  MENU LABEL Linux virt\n  LINUX vmlinuz-6.6.1-virt\n  INITRD initramfs-virt\n  APPEND root=/dev/vda3 initrd=/boot/ucode.img quiet\nLABEL lts\n  MENU DEFAULT\n  KERNEL vmlinuz-6.6.1-lts\nLABEL xen\n  KERNEL mboot.c32\n  APPEND xen.gz dom0_mem=1G --- vmlinuz-6.6.1-lts root=/dev/xvda3 --- initramfs-lts\n";
+        let (e, d) = parse_extlinux("/boot/extlinux.conf", t);
+        assert_eq!(e.len(), 3);
+        assert_eq!(d, Some(1));
+        assert_eq!(e[0].cmdline.as_deref(), Some("root=/dev/vda3 quiet"));
+        assert_eq!(e[0].initrd, ["initramfs-virt", "/boot/ucode.img"]);
+        assert_eq!(e[0].kernel_version().as_deref(), Some("6.6.1-virt"));
+        assert_eq!(e[1].cmdline.as_deref(), Some("ro"));
+        assert!(e[2].xen_hypervisor);
+        assert_eq!(e[2].kernel.as_deref(), Some("vmlinuz-6.6.1-lts"));
+        assert_eq!(e[2].cmdline.as_deref(), Some("root=/dev/xvda3"));
+        let g = MemGuest::new().file("/boot/extlinux.conf", t);
+        let b = find(&g, false, None);
+        assert_eq!(b.kind, LoaderKind::Extlinux);
+        assert_eq!(b.default_entry, Some(1));
+        assert!(b.files.contains(&"/boot/extlinux.conf".to_string()));
+
+        let t = "boot = /dev/sda\nroot = /dev/sda3\ndefault = old\nappend=\"console=hvc0\"\nimage = /boot/vmlinuz-2.6.32-5-686\n  label = Linux\n  initrd = /boot/initrd.img-2.6.32-5-686\n  read-only\nimage = /boot/vmlinuz-2.6.26-2-686\n  label = old\n  root = \"UUID=18843936\"\n  append = \"quiet\"\nother = /dev/sda4\n  label = Windows\n";
+        let (e, d) = parse_lilo("/etc/lilo.conf", t);
+        assert_eq!(e.len(), 3);
+        assert_eq!(d, Some(1));
+        assert_eq!(e[0].cmdline.as_deref(), Some("root=/dev/sda3 console=hvc0"));
+        assert_eq!(e[1].cmdline.as_deref(), Some("root=UUID=18843936 quiet"));
+        assert_eq!(e[1].kernel_version().as_deref(), Some("2.6.26-2-686"));
+        assert_eq!(e[2].kernel, None);
+        let g = MemGuest::new().file("/etc/lilo.conf", t);
+        let b = find(&g, false, None);
+        assert_eq!(b.kind, LoaderKind::Lilo);
+        assert_eq!(b.default_entry, Some(1));
+        // A leftover lilo.conf beside GRUB: GRUB is the loader.
+        let g = g.file("/boot/grub/grub.cfg", DEB_CFG);
+        assert_eq!(find(&g, false, None).kind, LoaderKind::Grub2);
+    }
+
+    /// A LILO guest is refused for every target, with the reason and the way out.
+    #[test]
+    fn lilo_is_a_blocker() {
+        let d = "/lib/modules/2.6.32-5-686";
+        let g = MemGuest::new()
+            .file("/etc/fstab", "/dev/sda1 / ext3 defaults 0 1\n")
+            .file("/etc/lilo.conf", "boot=/dev/sda\nimage=/boot/vmlinuz-2.6.32-5-686\n label=Linux\n root=/dev/sda1\n")
+            .file("/boot/vmlinuz-2.6.32-5-686", "k")
+            .file(&format!("{d}/modules.dep"), "")
+            .file(&format!("{d}/modules.builtin"), "kernel/drivers/virtio/virtio_pci.ko\nkernel/drivers/block/virtio_blk.ko\nkernel/drivers/virtio/virtio_scsi.ko\nkernel/drivers/scsi/sd_mod.ko\nkernel/drivers/ata/ahci.ko\nkernel/drivers/nvme/host/nvme.ko\n");
+        let vols = vec![crate::context::GuestVolume {
+            disk: Some(0),
+            partition: Some(1),
+            fs_kind: Some("ext3".into()),
+            uuid: Some("u1".into()),
+            ..Default::default()
+        }];
+        let list = |_: &[u8]| -> Result<Vec<String>, String> { Ok(Vec::new()) };
+        let i = crate::inspect::inspect(&g, &vols, &list);
+        assert_eq!(i.bootloader.kind, LoaderKind::Lilo);
+        assert_eq!(i.default_kernel.as_deref(), Some("2.6.32-5-686"));
+        for v in &i.targets {
+            assert!(!v.convertible, "{v:?}");
+            let b = &v.blockers[0];
+            assert_eq!(b.code, "lilo-needs-rerun");
+            assert_eq!(b.file.as_deref(), Some("/etc/lilo.conf"));
+            assert!(b.message.contains("run `lilo`") && b.message.contains("--force"));
+            assert!(b.message.contains(v.target.name()));
+        }
+        let j = serde_json::to_value(&i.bootloader).unwrap();
+        assert_eq!(j["kind"], "lilo");
     }
 
     #[test]

@@ -159,6 +159,45 @@ mod tests {
     use crate::guest_files::MemGuest;
 
     #[test]
+    fn extlinux_and_lilo_refs() {
+        let g = MemGuest::new()
+            .file(
+                "/boot/extlinux/extlinux.conf",
+                "LABEL l\n  LINUX /vmlinuz\n  APPEND root=/dev/sda1 resume=/dev/sda2\n",
+            )
+            .file("/etc/update-extlinux.conf", "root=/dev/sda1\n")
+            .file(
+                "/etc/lilo.conf",
+                "boot=/dev/sda\ndisk=/dev/sda bios=0x80\nimage=/vmlinuz\n root=/dev/sda1\n",
+            );
+        let mut ctx = Context::new(Target::Kvm);
+        ctx.volumes = vec![GuestVolume {
+            disk: Some(0),
+            partition: Some(1),
+            fs_kind: Some("ext4".into()),
+            uuid: Some("6f1c".into()),
+            ..Default::default()
+        }];
+        let (r, _) = find(&g, &ctx);
+        let at: Vec<(&str, usize, &str)> = r
+            .iter()
+            .map(|x| (x.file.as_str(), x.line, x.text.as_str()))
+            .collect();
+        assert_eq!(
+            at,
+            [
+                ("/etc/lilo.conf", 1, "/dev/sda"),
+                ("/etc/lilo.conf", 2, "/dev/sda"),
+                ("/etc/lilo.conf", 4, "/dev/sda1"),
+                ("/etc/update-extlinux.conf", 1, "/dev/sda1"),
+                ("/boot/extlinux/extlinux.conf", 3, "/dev/sda1"),
+                ("/boot/extlinux/extlinux.conf", 3, "/dev/sda2"),
+            ]
+        );
+        assert_eq!(r[2].rewrites[0].new.as_deref(), Some("UUID=6f1c"));
+    }
+
+    #[test]
     fn finds_and_resolves() {
         let g = MemGuest::new()
             .file("/etc/fstab", "# /dev/sda1 was here\n/dev/sda1 / ext4 defaults 0 1\n/dev/sdb1 /srv ext4 defaults 0 2\n")

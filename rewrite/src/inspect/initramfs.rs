@@ -14,46 +14,9 @@ use serde::Serialize;
 /// decompressed); the cpio reader provides it.
 pub type ListMembers = dyn Fn(&[u8]) -> Result<Vec<String>, String>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Generator {
-    InitramfsTools,
-    Dracut,
-    /// SUSE's (SLES <= 11) or RHEL 5's mkinitrd, not the dracut wrapper of that name.
-    Mkinitrd,
-    Mkinitcpio,
-    Unknown,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Compression {
-    /// A cpio archive as is.
-    None,
-    Gzip,
-    Xz,
-    Zstd,
-    Lz4Legacy,
-    Lzma,
-    Bzip2,
-    Lzo,
-    Unknown,
-}
-
-/// What the magic bytes at the start of `b` say.
-pub fn compression_of(b: &[u8]) -> Compression {
-    match b {
-        [0x1f, 0x8b, ..] | [0x1f, 0x9e, ..] => Compression::Gzip,
-        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => Compression::Xz,
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
-        [0x02, 0x21, 0x4c, 0x18, ..] => Compression::Lz4Legacy,
-        [b'B', b'Z', b'h', ..] => Compression::Bzip2,
-        [0x89, b'L', b'Z', b'O', ..] => Compression::Lzo,
-        [0x5d, 0, 0, ..] => Compression::Lzma,
-        [b'0', b'7', b'0', b'7', b'0', b'1' | b'2' | b'7', ..] => Compression::None,
-        _ => Compression::Unknown,
-    }
-}
+/// The initramfs module's types: one notion of generator and compression for both
+/// inspection and rewriting.
+pub use crate::initramfs::{detect_compression as compression_of, Compression, Generator};
 
 fn hex8(b: &[u8], at: usize) -> Option<usize> {
     let s = std::str::from_utf8(b.get(at..at + 8)?).ok()?;

@@ -9,21 +9,8 @@ use crate::guest_files::GuestFiles;
 use crate::inspect::nics::{self, Nic};
 use serde::Serialize;
 
-/// What to do to one guest file (the shape of `patch::plan::FileChange`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileChange {
-    pub path: String,
-    pub action: Action,
-    pub edits: Vec<Edit>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Write these bytes (creating the file if needed).
-    Replace(Vec<u8>),
-    Remove,
-    RemoveLink,
-}
+/// Network files change the way text files do (one type for the whole plan).
+pub use crate::patch::{Action, FileChange};
 
 /// What one NIC of the guest becomes on the target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

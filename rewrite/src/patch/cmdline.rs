@@ -418,7 +418,7 @@ pub(crate) mod tests {
     fn warns_and_keeps_what_it_cannot_place() {
         let c = ctx(Target::Kvm);
         let r = rewrite(
-            "root=/dev/disk/by-id/ata-VMware_Virtual_S_01000000000000000001-part3 \
+            "root=/dev/disk/by-id/ata-VMware_Virtual_S_01000000000000000001-part9 \
              resume=/dev/sdb1 md=0,/dev/sda1,/dev/sdb1",
             &c,
         );

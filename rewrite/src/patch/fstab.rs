@@ -62,6 +62,7 @@ pub fn patch(file: &str, text: &str, ctx: &Context) -> Patched {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::context::GuestVolume;
     use crate::patch::cmdline::tests::{ctx, renaming};
     use crate::Target;
 
@@ -151,9 +152,22 @@ proc                    /proc                   proc    defaults        0 0
     }
 
     #[test]
-    fn by_id_is_warned_not_guessed() {
+    fn by_id_is_placed_only_on_a_single_disk_guest() {
         let t = "/dev/disk/by-id/scsi-SATA_VBOX_HARDDISK_VB1234-part3 / ext4 acl,user_xattr 1 1\n";
-        let p = patch("/etc/fstab", t, &ctx(Target::Kvm));
+        let mut c = ctx(Target::Kvm);
+        let uuid = c.volumes[3].uuid.clone().unwrap();
+        let p = patch("/etc/fstab", t, &c);
+        assert_eq!(
+            p.text,
+            Some(format!("UUID={uuid} / ext4 acl,user_xattr 1 1\n"))
+        );
+        c.volumes.push(GuestVolume {
+            disk: Some(1),
+            partition: Some(1),
+            uuid: Some("0b7e".into()),
+            ..Default::default()
+        });
+        let p = patch("/etc/fstab", t, &c);
         assert!(p.text.is_none());
         assert_eq!(p.warnings.len(), 1);
     }

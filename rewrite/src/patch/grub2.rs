@@ -10,6 +10,8 @@ use super::cmdline;
 use super::fields::fields;
 use crate::context::{Context, SpecForm, Target};
 use crate::edit::{lines_with_endings, split_ending, LineEditor, Patched, Warning};
+use crate::inspect::bootloader::resolve_default;
+use crate::inspect::BootEntry;
 
 fn push_warnings(ed: &mut LineEditor, n: usize, w: Vec<String>) {
     for m in w {
@@ -33,7 +35,10 @@ fn rewrite_tail(ed: &mut LineEditor, n: usize, raw: &str, body: &str, at: usize,
 }
 
 /// A quoted (or bare) shell-style value starting at `at`: (content range, quote char).
-fn quoted_value(body: &str, at: usize) -> Option<(std::ops::Range<usize>, Option<char>)> {
+pub(crate) fn quoted_value(
+    body: &str,
+    at: usize,
+) -> Option<(std::ops::Range<usize>, Option<char>)> {
     let rest = body.get(at..)?;
     match rest.chars().next() {
         Some(q @ ('"' | '\'')) => {
@@ -294,6 +299,154 @@ pub fn patch_grubenv(file: &str, text: &str, ctx: &Context) -> Patched {
     p
 }
 
+/// A grubenv value as `grub-editenv` stores it: `\` and newline escaped by a `\`.
+fn grubenv_unescape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let mut esc = false;
+    for c in v.chars() {
+        if esc || c != '\\' {
+            out.push(c);
+            esc = false;
+        } else {
+            esc = true;
+        }
+    }
+    out
+}
+
+fn grubenv_escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        if c == '\\' || c == '\n' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Why a menu entry cannot boot the target, or None when it can (or cannot be told).
+fn entry_unusable(e: &BootEntry, usable: &[String]) -> Option<String> {
+    if e.xen_hypervisor {
+        return Some("starts the Xen hypervisor".into());
+    }
+    let k = e.kernel.as_deref()?;
+    if super::grub_legacy::is_xen_kernel(k) {
+        return Some(format!("boots {k}, a Xen PV kernel"));
+    }
+    match e.kernel_version() {
+        Some(v) if !usable.is_empty() && !usable.contains(&v) => Some(format!(
+            "boots kernel {v}, which lacks the target's drivers"
+        )),
+        _ => None,
+    }
+}
+
+fn entry_usable(e: &BootEntry, usable: &[String]) -> bool {
+    let Some(k) = e.kernel.as_deref() else {
+        return false;
+    };
+    !e.xen_hypervisor
+        && !super::grub_legacy::is_xen_kernel(k)
+        && e.kernel_version().is_some_and(|v| usable.contains(&v))
+}
+
+/// `grubenv`'s `saved_entry` (and a pending one-time `next_entry`), when GRUB boots the
+/// saved entry (`GRUB_DEFAULT=saved`, `set default="${saved_entry}"`; the caller tells):
+/// an entry that starts the Xen hypervisor, boots a Xen PV kernel or a kernel inspection
+/// did not find usable on the target is replaced by the first menu entry that can boot
+/// there, named as the old value was (an id for a top-level entry named by id, else the
+/// title path `Submenu>Entry` GRUB resolves). `entries` are the menu's, as
+/// [`parse_grub2`](crate::inspect::bootloader::parse_grub2) and the BLS reader give them.
+/// The block keeps its size, as [`patch_grubenv`] keeps it.
+pub fn patch_saved_entry(
+    file: &str,
+    text: &str,
+    ctx: &Context,
+    entries: &[BootEntry],
+    usable_kernels: &[String],
+) -> Patched {
+    let Some(body_end) = text.rfind('\n').map(|i| i + 1) else {
+        return Patched::unchanged();
+    };
+    let (Some(body), Some(padding)) = (text.get(..body_end), text.get(body_end..)) else {
+        return Patched::unchanged();
+    };
+    if !text.starts_with(GRUBENV_HEADER) || !padding.bytes().all(|b| b == b'#') {
+        return Patched::unchanged();
+    }
+    let mut ed = LineEditor::new(file);
+    for (n, raw) in lines_with_endings(body) {
+        let body = split_ending(raw).0;
+        let Some((key, value)) = body.split_once('=') else {
+            ed.keep(raw);
+            continue;
+        };
+        if !matches!(key, "saved_entry" | "next_entry") || value.is_empty() {
+            ed.keep(raw);
+            continue;
+        }
+        let old = grubenv_unescape(value);
+        let Some(cur) = resolve_default(entries, &old).and_then(|i| entries.get(i)) else {
+            ed.keep(raw);
+            continue;
+        };
+        let Some(why) = entry_unusable(cur, usable_kernels) else {
+            ed.keep(raw);
+            continue;
+        };
+        let Some(ok) = entries.iter().find(|e| entry_usable(e, usable_kernels)) else {
+            ed.keep(raw);
+            ed.warn(
+                Some(n),
+                format!(
+                    "{key} '{old}' {why}, and no menu entry boots a kernel known to run on                      {}; left as is",
+                    ctx.target.name()
+                ),
+            );
+            continue;
+        };
+        let by_id = cur.id.as_deref() == Some(old.as_str());
+        let new = match (&ok.id, by_id && !ok.title.contains('>')) {
+            (Some(id), true) => id.clone(),
+            _ => ok.title.clone(),
+        };
+        let line = format!("{key}={}", grubenv_escape(&new));
+        ed.replace(
+            n,
+            raw,
+            &line,
+            format!(
+                "{key} '{old}' {why}, which cannot boot on {}; GRUB boots the saved entry, so \
+                 it becomes '{new}' ({}), which can",
+                ctx.target.name(),
+                ok.kernel.as_deref().unwrap_or("?")
+            ),
+        );
+    }
+    let mut p = ed.finish();
+    let Some(new_body) = p.text.take() else {
+        return p;
+    };
+    let Some(pad) = text.len().checked_sub(new_body.len()) else {
+        p.warnings.push(Warning::new(
+            Some(file),
+            None,
+            format!(
+                "the new saved_entry does not fit in the {}-byte environment block; left \
+                 alone: run `grub-set-default` on the target",
+                text.len()
+            ),
+        ));
+        p.edits.clear();
+        return p;
+    };
+    let mut out = new_body;
+    out.extend(std::iter::repeat_n('#', pad));
+    p.text = Some(out);
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,6 +557,96 @@ menuentry 'Debian GNU/Linux' --class debian --class gnu-linux --class gnu --clas
         let pad = 1024 - s.len();
         s.extend(std::iter::repeat_n('#', pad));
         s
+    }
+
+    /// Debian 7 dom0-style menu: the Xen entries that 20_linux_xen writes, then the plain
+    /// kernel in a submenu; GRUB_DEFAULT=saved left the Xen one saved.
+    const XEN_CFG: &str = "\
+set default=\"${saved_entry}\"
+menuentry 'Debian GNU/Linux' --class debian $menuentry_id_option 'gnulinux-simple-9e8d' {
+\tlinux\t/boot/vmlinuz-3.2.0-4-xen root=/dev/xvda3 ro console=hvc0
+}
+submenu 'Advanced options for Debian GNU/Linux' $menuentry_id_option 'gnulinux-advanced-9e8d' {
+\tmenuentry 'Debian GNU/Linux, with Linux 3.2.0-4-amd64' $menuentry_id_option 'gnulinux-3.2.0-4-amd64-advanced-9e8d' {
+\t\tlinux\t/boot/vmlinuz-3.2.0-4-amd64 root=/dev/xvda3 ro
+\t}
+}
+menuentry 'Debian GNU/Linux, with Xen 4.1-amd64 and Linux 3.2.0-4-amd64' --class xen $menuentry_id_option 'xen-gnulinux-simple-9e8d' {
+\tmultiboot\t/boot/xen-4.1-amd64.gz placeholder dom0_mem=512M
+\tmodule\t/boot/vmlinuz-3.2.0-4-amd64 placeholder root=/dev/xvda3 ro
+}
+";
+
+    #[test]
+    fn saved_entry_leaves_xen() {
+        let entries = crate::inspect::bootloader::parse_grub2("/boot/grub/grub.cfg", XEN_CFG);
+        assert_eq!(entries.len(), 3);
+        assert!(entries[2].xen_hypervisor, "{entries:?}");
+        let c = ctx(Target::Kvm);
+        let usable = vec!["3.2.0-4-amd64".to_string()];
+        let t =
+            grubenv("saved_entry=Debian GNU/Linux, with Xen 4.1-amd64 and Linux 3.2.0-4-amd64\n");
+        let p = patch_saved_entry("/boot/grub/grubenv", &t, &c, &entries, &usable);
+        let out = p.text.unwrap();
+        assert_eq!(out.len(), 1024);
+        assert!(out.starts_with("# GRUB Environment Block\nsaved_entry=Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux 3.2.0-4-amd64\n#"), "{out}");
+        assert!(
+            p.edits[0].reason.contains("Xen hypervisor"),
+            "{:?}",
+            p.edits
+        );
+        assert!(patch_saved_entry("e", &out, &c, &entries, &usable)
+            .text
+            .is_none());
+        // By id, and a Xen PV kernel.
+        let t = grubenv("saved_entry=gnulinux-simple-9e8d\nnext_entry=\n");
+        let p = patch_saved_entry("e", &t, &c, &entries, &usable);
+        assert!(p.text.unwrap().contains("\nsaved_entry=Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux 3.2.0-4-amd64\nnext_entry=\n#"));
+        assert!(p.edits[0].reason.contains("Xen PV kernel"));
+        // No usable kernel: warned and kept; an unknown entry: kept.
+        let p = patch_saved_entry("e", &t, &c, &entries, &[]);
+        assert!(p.text.is_none());
+        assert_eq!(p.warnings.len(), 1);
+        let t = grubenv("saved_entry=gone\n");
+        assert_eq!(
+            patch_saved_entry("e", &t, &c, &entries, &usable),
+            Patched::unchanged()
+        );
+        // Does not fit: left with a warning.
+        let t = grubenv(&format!("saved_entry=0\n{}\n", "x".repeat(1024 - 40)));
+        let p = patch_saved_entry("e", &t, &c, &entries, &usable);
+        assert!(p.text.is_none() && p.edits.is_empty() && p.warnings.len() == 1);
+    }
+
+    #[test]
+    fn saved_entry_bls_id() {
+        let mk = |id: &str, k: &str| BootEntry {
+            title: format!("RHEL ({k})"),
+            kernel: Some(format!("/vmlinuz-{k}")),
+            initrd: vec![],
+            cmdline: None,
+            xen_hypervisor: false,
+            file: format!("/boot/loader/entries/{id}.conf"),
+            line: None,
+            id: Some(id.to_string()),
+        };
+        let entries = vec![
+            mk("abc-5.14.0-1.el9", "5.14.0-1.el9"),
+            mk("abc-5.14.0-2.el9", "5.14.0-2.el9"),
+        ];
+        let t = grubenv("saved_entry=abc-5.14.0-1.el9\\\\x\nboot_success=1\n");
+        let c = ctx(Target::Kvm);
+        let usable = vec!["5.14.0-2.el9".to_string()];
+        assert!(patch_saved_entry("e", &t, &c, &entries, &usable)
+            .text
+            .is_none());
+        let t = grubenv("saved_entry=abc-5.14.0-1.el9\n");
+        let out = patch_saved_entry("e", &t, &c, &entries, &usable)
+            .text
+            .unwrap();
+        assert!(out.contains("\nsaved_entry=abc-5.14.0-2.el9\n#"));
+        assert_eq!(grubenv_unescape("a\\\\b\\c"), "a\\bc");
+        assert_eq!(grubenv_escape("a\\b"), "a\\\\b");
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! guest.
 
 use super::{
-    caches, cmdline, console, crypttab, device_map, fstab, grub2, grub_legacy, hypervisor,
-    lvm_conf, mdadm, modprobe, resume, sysconfig_kernel, xorg,
+    caches, cmdline, console, crypttab, device_map, extlinux, fstab, grub2, grub_legacy,
+    hypervisor, lilo, lvm_conf, mdadm, modprobe, resume, sysconfig_kernel, upstart, xorg,
 };
 use crate::context::Context;
 use crate::edit::{Edit, Patched, Warning};
@@ -107,10 +107,15 @@ pub enum TextKind {
     Securetty,
     KernelCmdline,
     SysconfigKernel,
+    /// SYSLINUX/EXTLINUX/ISOLINUX configs.
+    Extlinux,
+    /// Their generators' inputs (`/etc/update-extlinux.conf`, `/etc/default/extlinux`).
+    ExtlinuxGenerator,
+    Lilo,
 }
 
 impl TextKind {
-    pub const ALL: [TextKind; 17] = [
+    pub const ALL: [TextKind; 20] = [
         TextKind::Fstab,
         TextKind::Crypttab,
         TextKind::Mdadm,
@@ -128,6 +133,9 @@ impl TextKind {
         TextKind::Securetty,
         TextKind::KernelCmdline,
         TextKind::SysconfigKernel,
+        TextKind::Extlinux,
+        TextKind::ExtlinuxGenerator,
+        TextKind::Lilo,
     ];
 
     /// Where files of this kind live; `*` matches within one path component.
@@ -186,6 +194,9 @@ impl TextKind {
             TextKind::Securetty => &["/etc/securetty"],
             TextKind::KernelCmdline => &["/etc/kernel/cmdline"],
             TextKind::SysconfigKernel => &["/etc/sysconfig/kernel"],
+            TextKind::Extlinux => &EXTLINUX_CONFIGS,
+            TextKind::ExtlinuxGenerator => &["/etc/update-extlinux.conf", "/etc/default/extlinux"],
+            TextKind::Lilo => &["/etc/lilo.conf"],
         }
     }
 
@@ -221,9 +232,28 @@ impl TextKind {
             TextKind::Securetty => console::patch_securetty(file, text, ctx),
             TextKind::KernelCmdline => cmdline::patch_file(file, text, ctx),
             TextKind::SysconfigKernel => sysconfig_kernel::patch(file, text, ctx),
+            TextKind::Extlinux => extlinux::patch(file, text, ctx, &opts.usable_kernels),
+            TextKind::ExtlinuxGenerator => extlinux::patch_generator(file, text, ctx),
+            TextKind::Lilo => lilo::patch(file, text, ctx),
         }
     }
 }
+
+/// Where SYSLINUX, EXTLINUX and ISOLINUX look for their config (the installer's
+/// directory, `/boot` or the partition's root).
+pub const EXTLINUX_CONFIGS: [&str; 11] = [
+    "/boot/extlinux/extlinux.conf",
+    "/boot/extlinux.conf",
+    "/extlinux/extlinux.conf",
+    "/extlinux.conf",
+    "/boot/syslinux/syslinux.cfg",
+    "/boot/syslinux/extlinux.conf",
+    "/boot/syslinux.cfg",
+    "/syslinux/syslinux.cfg",
+    "/syslinux.cfg",
+    "/boot/isolinux/isolinux.cfg",
+    "/isolinux/isolinux.cfg",
+];
 
 /// `path` with every symlink resolved inside the guest (absolute targets from the guest's
 /// root, `..` never above it), or None for a loop (more than 40 links).
@@ -316,6 +346,51 @@ fn encode(text: &str, utf8: bool) -> Vec<u8> {
     }
 }
 
+/// Upstart jobs on a Xen console: disabled, and on KVM a job for the serial port written
+/// beside them (see [`upstart`]).
+fn plan_upstart(guest: &dyn GuestFiles, ctx: &Context, opts: &PlanOptions, plan: &mut Plan) {
+    let mut jobs: Vec<(String, String, bool)> = Vec::new();
+    for path in expand(guest, "/etc/init/*.conf") {
+        let Some(real) = canonical(guest, &path) else {
+            continue;
+        };
+        if guest.kind(&real) != Some(FileKind::File) || jobs.iter().any(|j| j.0 == real) {
+            continue;
+        }
+        let Ok(bytes) = guest.read(&real, opts.max_text_bytes) else {
+            continue;
+        };
+        let (text, utf8) = decode(&bytes);
+        jobs.push((real, text, utf8));
+    }
+    let serial = ctx.target.serial_console();
+    let mut serial_taken = serial.is_some_and(|s| {
+        guest.exists(&format!("/etc/init/{s}.conf"))
+            || jobs
+                .iter()
+                .any(|j| upstart::getty_tty(&j.1).as_deref() == Some(s))
+    });
+    for (path, text, utf8) in &jobs {
+        let jp = upstart::patch_job(path, text, ctx, serial_taken);
+        plan.warnings.extend(jp.job.warnings);
+        if let Some(new) = jp.job.text {
+            plan.push(FileChange {
+                path: path.clone(),
+                action: Action::Replace(encode(&new, *utf8)),
+                edits: jp.job.edits,
+            });
+        }
+        if let Some(j) = jp.new_job {
+            serial_taken = true;
+            plan.push(FileChange {
+                path: j.path,
+                action: Action::Replace(encode(&j.text, *utf8)),
+                edits: vec![j.edit],
+            });
+        }
+    }
+}
+
 /// Every built-in patcher over `guest`.
 pub fn plan(guest: &dyn GuestFiles, ctx: &Context, opts: &PlanOptions) -> Plan {
     plan_with(guest, ctx, opts, &[])
@@ -331,6 +406,12 @@ pub fn plan_with(
     let mut plan = Plan::default();
     let mut seen: Vec<String> = Vec::new();
     let mut xorg_files = 0;
+    // GRUB 2's menu, for grubenv's saved_entry (only when GRUB boots the saved entry).
+    let boot = crate::inspect::bootloader::find(guest, false, None);
+    let boots_saved = boot
+        .default_source
+        .as_deref()
+        .is_some_and(|s| s.starts_with("saved_entry="));
     for kind in TextKind::ALL {
         for pattern in kind.paths() {
             for path in expand(guest, pattern) {
@@ -361,7 +442,25 @@ pub fn plan_with(
                     }
                 };
                 let (text, utf8) = decode(&bytes);
-                let p = kind.patch(&real, &text, ctx, opts);
+                let mut p = kind.patch(&real, &text, ctx, opts);
+                if kind == TextKind::Lilo && boot.kind == crate::inspect::LoaderKind::Lilo {
+                    p.warnings.push(lilo::rerun_warning(&real, ctx.target));
+                }
+                if kind == TextKind::Grubenv && boots_saved {
+                    let cur = p.text.clone().unwrap_or_else(|| text.clone());
+                    let q = grub2::patch_saved_entry(
+                        &real,
+                        &cur,
+                        ctx,
+                        &boot.entries,
+                        &opts.usable_kernels,
+                    );
+                    p.warnings.extend(q.warnings);
+                    if let Some(t) = q.text {
+                        p.edits.extend(q.edits);
+                        p.text = Some(t);
+                    }
+                }
                 plan.warnings.extend(p.warnings);
                 let Some(new) = p.text else {
                     continue;
@@ -383,6 +482,8 @@ pub fn plan_with(
             }
         }
     }
+
+    plan_upstart(guest, ctx, opts, &mut plan);
 
     // Whether X is installed, and with which configuration, is inspection's to report;
     // without a file to change there is nothing to warn about here (a warning turns a
@@ -665,6 +766,83 @@ mod tests {
             .any(|w| w.message.starts_with("Xen guest utilities")));
         let again = plan(&apply(&g, &p), &c, &opts);
         assert!(again.changes.is_empty(), "{:?}", again.changes);
+    }
+
+    /// A Debian 7 Xen PV guest: GRUB 2 with the Xen entry saved as default, an old
+    /// extlinux.conf, an Upstart hvc0 job, a leftover lilo.conf.
+    fn debian_xen() -> MemGuest {
+        MemGuest::new()
+            .file(
+                "/boot/grub/grub.cfg",
+                "set default=\"${saved_entry}\"\n\
+                 menuentry 'Debian GNU/Linux, with Linux 3.2.0-4-amd64' --id 'gnulinux-3.2.0-4-amd64' {\n\
+                 \tlinux /boot/vmlinuz-3.2.0-4-amd64 root=/dev/xvda3 ro console=hvc0\n}\n\
+                 menuentry 'Debian GNU/Linux, with Xen 4.1-amd64' --id 'xen-gnulinux' {\n\
+                 \tmultiboot /boot/xen-4.1-amd64.gz\n\
+                 \tmodule /boot/vmlinuz-3.2.0-4-amd64 root=/dev/xvda3 ro\n}\n",
+            )
+            .file("/boot/grub/grubenv", grubenv("saved_entry=xen-gnulinux\n"))
+            .file(
+                "/boot/extlinux/extlinux.conf",
+                "default linux\nlabel linux\n kernel /boot/vmlinuz-3.2.0-4-amd64\n append root=/dev/xvda3 ro console=hvc0\n",
+            )
+            .file("/etc/lilo.conf", "boot=/dev/xvda\nimage=/boot/vmlinuz-3.2.0-4-amd64\n root=/dev/xvda3\n")
+            .file(
+                "/etc/init/hvc0.conf",
+                "start on stopped rc RUNLEVEL=[2345]\nstop on runlevel [!2345]\nrespawn\nexec /sbin/getty -8 38400 hvc0\n",
+            )
+            .file("/etc/init/tty1.conf", "start on stopped rc RUNLEVEL=[2345]\nrespawn\nexec /sbin/getty -8 38400 tty1\n")
+    }
+
+    #[test]
+    fn bootloaders_and_upstart_plan() {
+        let g = debian_xen();
+        let opts = PlanOptions {
+            usable_kernels: vec!["3.2.0-4-amd64".into()],
+            ..PlanOptions::default()
+        };
+        let c = ctx(Target::Kvm);
+        let p = plan(&g, &c, &opts);
+        let names: Vec<&str> = p.changes.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "/boot/grub/grub.cfg",
+                "/boot/grub/grubenv",
+                "/boot/extlinux/extlinux.conf",
+                "/etc/lilo.conf",
+                "/etc/init/hvc0.conf",
+                "/etc/init/ttyS0.conf",
+            ]
+        );
+        let text = |i: usize| match &p.changes[i].action {
+            Action::Replace(b) => String::from_utf8(b.clone()).unwrap(),
+            a => panic!("{a:?}"),
+        };
+        let env = text(1);
+        assert_eq!(env.len(), 1024);
+        assert!(
+            env.contains("\nsaved_entry=gnulinux-3.2.0-4-amd64\n#"),
+            "{env}"
+        );
+        assert!(text(2)
+            .contains(" append root=UUID=9e8d7c6b-5a49-4838-a726-151413121110 ro console=ttyS0\n"));
+        assert!(text(3).starts_with("boot=/dev/vda\n"));
+        assert!(text(5).ends_with("exec /sbin/getty -8 38400 ttyS0\n"));
+        // lilo.conf is left over beside GRUB: rewritten, but no call to run lilo.
+        assert!(!p.warnings.iter().any(|w| w.message.contains("run `lilo`")));
+        let again = plan(&apply(&g, &p), &c, &opts);
+        assert!(again.changes.is_empty(), "{:?}", again.changes);
+        let lilo_only = g
+            .clone()
+            .without("/boot/grub/grub.cfg")
+            .without("/boot/extlinux/extlinux.conf");
+        let p = plan(&lilo_only, &c, &opts);
+        assert!(p.warnings.iter().any(|w| w.message.contains("run `lilo`")));
+        // Physical: the job is disabled, no serial job.
+        let p = plan(&g, &ctx(Target::Physical), &opts);
+        assert!(!p.changes.iter().any(|c| c.path == "/etc/init/ttyS0.conf"));
+        assert!(p.changes.iter().any(|c| c.path == "/etc/init/hvc0.conf"));
     }
 
     #[test]

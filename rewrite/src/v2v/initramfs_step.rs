@@ -36,6 +36,9 @@ pub struct InitramfsReport {
     pub skipped: Option<String>,
 }
 
+/// RHEL 9's LVM devices file as dracut copies it into a host-only image.
+const LVM_DEVICES_MEMBER: &str = "etc/lvm/devices/system.devices";
+
 pub struct Step {
     pub changes: Vec<FileChange>,
     pub warnings: Vec<Warning>,
@@ -125,6 +128,24 @@ pub fn plan(
             warnings.extend(p.warnings);
             p.text.map(String::into_bytes)
         });
+        // RHEL 9's devices file names the PV by the old disk's WWID or name; LVM inside the
+        // initramfs would then ignore the PV on the new bus and never find root.
+        for name in after.remove_members(&|n| {
+            n.trim_start_matches("./").trim_start_matches('/') == LVM_DEVICES_MEMBER
+        }) {
+            let file = format!("{path}:{}", name.trim_start_matches("./"));
+            edits.push(Edit {
+                file,
+                line: None,
+                before: "LVM devices file".into(),
+                after: "(removed)".into(),
+                reason: "it lists the physical volumes by the old disks' IDs, which change \
+                         on the new bus, so LVM would ignore them and root would not be \
+                         found; without it LVM scans every disk"
+                    .into(),
+            });
+            report.rewritten.push(name);
+        }
         let inj =
             after
                 .inject_modules(guest, &kernel, wanted)

@@ -8,15 +8,17 @@
 //! in any step stops the conversion before a single guest byte changes.
 
 pub mod apply;
+pub mod efi;
 pub mod initramfs_step;
 pub mod report;
+pub mod selinux;
 
 use crate::context::{Context, DeviceNaming, NetworkMode, Target};
 use crate::edit::Warning;
 use crate::guest_files::GuestFiles;
 use crate::inspect::{Finding, Inspection};
 use crate::net::plan::NicReport;
-use crate::patch::{self, Action, FileChange, PlanOptions};
+use crate::patch::{self, FileChange, PlanOptions};
 
 pub use apply::apply;
 pub use initramfs_step::InitramfsReport;
@@ -71,7 +73,8 @@ pub enum V2vError {
 pub struct Conversion {
     pub target: Target,
     pub context: Context,
-    /// Every file change, text patchers first, then the network, then initramfs images.
+    /// Every file change, text patchers first, then the network, then initramfs images,
+    /// then the UEFI removable-media loader, then `/.autorelabel` when SELinux needs it.
     pub changes: Vec<FileChange>,
     pub warnings: Vec<Warning>,
     /// Blockers found (empty unless `force` let them through).
@@ -91,8 +94,9 @@ impl Conversion {
 /// Inspection warnings the conversion itself resolves (it injects the drivers, rebinds or
 /// unbinds the NICs, fixes the consoles and X, disables the tools) or that the patchers
 /// report again at the line they leave alone: not repeated in the conversion's warnings.
-const HANDLED: [&str; 6] = [
+const HANDLED: [&str; 7] = [
     "initramfs-lacks-drivers",
+    "uefi-no-fallback",
     "xen-console",
     "nic-bound-by-mac",
     "xorg-old-driver",
@@ -131,17 +135,7 @@ pub fn plan(
     let mut text = patch::plan(guest, &ctx, &popts);
 
     let (net_changes, net_warnings, nics) = crate::net::plan::plan_network(guest, &ctx);
-    for c in net_changes {
-        text.push(FileChange {
-            path: c.path,
-            action: match c.action {
-                crate::net::plan::Action::Replace(b) => Action::Replace(b),
-                crate::net::plan::Action::Remove => Action::Remove,
-                crate::net::plan::Action::RemoveLink => Action::RemoveLink,
-            },
-            edits: c.edits,
-        });
-    }
+    text.changes.extend(net_changes);
     text.warnings.extend(net_warnings);
 
     let mut changes = text.changes;
@@ -149,6 +143,16 @@ pub fn plan(
     let step = initramfs_step::plan(guest, inspection, &ctx, &usable, opts)?;
     changes.extend(step.changes);
     warnings.extend(step.warnings);
+    let (efi_changes, efi_warnings) = efi::plan(
+        guest,
+        inspection.bootloader.efi.as_ref(),
+        inspection.os.distro.as_deref(),
+    );
+    changes.extend(efi_changes);
+    warnings.extend(efi_warnings);
+    if let Some(relabel) = selinux::plan(guest, &changes) {
+        changes.push(relabel);
+    }
     if let Some(v) = verdict {
         for w in v
             .warnings
