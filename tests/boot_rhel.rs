@@ -255,6 +255,9 @@ fn rhel_guest_converted_to_kvm_boots_on_virtio() {
     assert!(text.contains(&format!("HWADDR={NEW_MAC}")), "{text}");
     assert!(!text.contains(g.mac), "{text}");
     assert!(!etc.join("lvm/devices/system.devices").exists());
+    // The conversion created files (dracut snippet, initramfs backup), which carry no
+    // label offline: the first boot relabels.
+    assert!(m.0.join(".autorelabel").exists());
     let fstab = std::fs::read_to_string(etc.join("fstab")).unwrap();
     assert!(fstab.contains("/dev/mapper/rhel-root"), "{fstab}");
     drop(m);
