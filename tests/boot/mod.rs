@@ -2,8 +2,9 @@
 //! and NIC and reads what its serial console says, so tests can prove that a guest boots
 //! (or fails to) on given hardware.
 //!
-//! The guests are the `guest-debian` fixture set (fixtures/sets/guest-debian.sh): real
-//! Debian kernels and initramfs images that end their boot with one line
+//! The guests are the `guest-debian` fixture set (fixtures/sets/guest-debian.sh) and the
+//! RHEL-shaped `guest-rhel` (fixtures/sets/guest-rhel.sh, dracut): real Debian kernels
+//! and initramfs images that end their boot with one line
 //! `TRANSPLANT-BOOT root=... eth0=... ifaces=... drivers=... macs=... kernel=...` and power
 //! off. A boot that cannot find its root filesystem is stopped as soon as the initramfs
 //! shows it (waiting for root past a grace period, "Gave up waiting for root", a shell,
@@ -294,6 +295,68 @@ pub fn guest(variant: Variant) -> Option<Guest> {
     })
 }
 
+/// Builds the `guest-rhel` fixture set (fixtures/sets/guest-rhel.sh: a RHEL-shaped guest
+/// made of Debian packages — GPT, XFS /boot, LVM VG `rhel` with an XFS root, a host-only
+/// dracut initramfs without virtio, ifcfg-eth0 with a VMware HWADDR) and returns it; None
+/// when this machine cannot build or boot it and CI is not set, as [`guest`].
+pub fn rhel_guest() -> Option<Guest> {
+    for tool in [
+        "qemu-system-x86_64",
+        "qemu-img",
+        "debootstrap",
+        "grub-mkimage",
+        "grub-editenv",
+        "sgdisk",
+        "partx",
+        "losetup",
+        "lvm",
+        "mkfs.xfs",
+        "setfattr",
+    ] {
+        if !have(tool) {
+            return None;
+        }
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if !root {
+        if std::env::var_os("CI").is_some() {
+            panic!("the guest-rhel fixture needs root (debootstrap, chroot, loop devices)");
+        }
+        eprintln!("skipping: the guest-rhel fixture needs root");
+        return None;
+    }
+    static BUILT: OnceLock<bool> = OnceLock::new();
+    let built = *BUILT.get_or_init(|| {
+        let t = Instant::now();
+        let ok = Command::new("bash")
+            .arg(fixtures_dir().join("build.sh"))
+            .arg("guest-rhel")
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        eprintln!("boot: guest-rhel fixture ready in {:?}", t.elapsed());
+        ok
+    });
+    assert!(built, "fixtures/build.sh guest-rhel failed");
+    let dir = fixtures_dir().join("out/guest-rhel");
+    let kernel = std::fs::read_to_string(dir.join("kernel-version"))
+        .unwrap()
+        .trim()
+        .to_string();
+    Some(Guest {
+        image: dir.join("rhel.qcow2"),
+        raw: dir.join("rhel.raw"),
+        mac: "00:50:56:a1:b2:c3",
+        root: "/dev/mapper/rhel-root",
+        address: "192.0.2.10/24",
+        kernel,
+    })
+}
+
 /// The accelerator boots use: KVM when `/dev/kvm` opens and a kernel really runs under
 /// it (nested KVM can open fine and then never get a guest kernel past its first
 /// instructions), else TCG. `TRANSPLANT_BOOT_ACCEL=kvm|tcg` forces one. Probed once per
@@ -323,10 +386,14 @@ fn probe_kvm() -> Accel {
     }
     // The fixture's kernel with no root panics at once and, with panic=-1 and
     // -no-reboot, QEMU exits: a second or two under working KVM.
-    let kernel = fixtures_dir().join("out/guest-debian/vmlinuz");
-    if !kernel.exists() {
+    // Either fixture set's kernel (whichever a test built).
+    let Some(kernel) = ["guest-debian", "guest-rhel"]
+        .iter()
+        .map(|set| fixtures_dir().join("out").join(set).join("vmlinuz"))
+        .find(|k| k.exists())
+    else {
         return Accel::Tcg;
-    }
+    };
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-machine", "q35,accel=kvm", "-cpu", "host", "-m", "256"])
         .args(["-nodefaults", "-display", "none", "-no-reboot"])
@@ -473,6 +540,9 @@ fn boot_with(
         if line.contains("Gave up waiting for root")
             || line.contains("Dropping to a shell")
             || line.contains("(initramfs)")
+            // dracut (guest-rhel) once its rd.retry has run out.
+            || line.contains("Could not boot.")
+            || line.contains("Dropping to debug shell")
         {
             gave_up = true;
             return Verdict::StopSoon;
