@@ -13,7 +13,7 @@ mod boot;
 
 use boot::{boot_firmware, boot_timeout, have, transplant, uefi_guest, Disk, Firmware, Nic};
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// QEMU's default MAC; the guest has no rule for any.
@@ -32,6 +32,21 @@ fn esp_file(raw: &Path, path: &str) -> Option<Vec<u8>> {
         .output()
         .unwrap();
     out.status.success().then_some(out.stdout)
+}
+
+/// `transplant convert IMAGE DIR/kvm.qcow2 -O qcow2 --to kvm`; returns the output.
+fn convert(image: &Path, dir: &Path) -> PathBuf {
+    let out = dir.join("kvm.qcow2");
+    transplant(&[
+        OsStr::new("convert"),
+        image.as_os_str(),
+        out.as_os_str(),
+        OsStr::new("-O"),
+        OsStr::new("qcow2"),
+        OsStr::new("--to"),
+        OsStr::new("kvm"),
+    ]);
+    out
 }
 
 #[test]
@@ -74,16 +89,7 @@ fn converted_uefi_guest_boots_from_the_removable_path() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("kvm.qcow2");
-    transplant(&[
-        OsStr::new("convert"),
-        g.image.as_os_str(),
-        out.as_os_str(),
-        OsStr::new("-O"),
-        OsStr::new("qcow2"),
-        OsStr::new("--to"),
-        OsStr::new("kvm"),
-    ]);
+    let out = convert(&g.image, dir.path());
 
     // Offline: the removable-media loader is Debian's signed shim, byte for byte, with
     // the GRUB it chains to beside it; the vendor's folder is untouched.
@@ -153,6 +159,38 @@ fn converted_uefi_guest_boots_from_the_removable_path() {
     assert!(o.exited, "the guest powers off after its marker");
     eprintln!(
         "uefi after conversion: booted in {:?} under {:?}",
+        o.elapsed, o.accel
+    );
+}
+
+/// Under Secure Boot with Microsoft's keys (and no boot entry) the copied loader chain still
+/// verifies: shim (signed by Microsoft) as BOOTX64.EFI, the Debian-signed GRUB beside it,
+/// the Debian-signed kernel. A conversion that put GRUB itself there would stop here.
+#[test]
+fn converted_uefi_guest_boots_under_secure_boot() {
+    let Some(g) = uefi_guest() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = convert(&g.image, dir.path());
+    let o = boot_firmware(
+        &out,
+        Disk::Virtio,
+        Nic::VirtioNet,
+        MAC,
+        boot_timeout(),
+        Firmware::UefiSecureBoot,
+    );
+    assert!(!o.no_boot_loader, "{}", o.tail(40));
+    assert_eq!(o.root.as_deref(), Some(g.root), "{}", o.tail(60));
+    assert!(
+        o.log.contains("Secure boot enabled"),
+        "the kernel did not see Secure Boot:\n{}",
+        o.tail(60)
+    );
+    assert!(o.exited, "the guest powers off after its marker");
+    eprintln!(
+        "uefi secure boot after conversion: booted in {:?} under {:?}",
         o.elapsed, o.accel
     );
 }

@@ -88,11 +88,19 @@ pub enum Firmware {
     /// for each boot, so its NVRAM holds no boot entry, as on a new machine: it can only
     /// find a loader on the removable-media path `\EFI\BOOT\BOOTX64.EFI`.
     Uefi,
+    /// OVMF with Secure Boot enforced (`OVMF_CODE_4M.secboot.fd`, SMM) and Microsoft's
+    /// keys enrolled (`OVMF_VARS_4M.ms.fd`, again a fresh copy with no boot entry): only a
+    /// loader chain signed all the way (shim by Microsoft, GRUB and the kernel by the
+    /// vendor) starts.
+    UefiSecureBoot,
 }
 
 /// OVMF's code and its empty variable store (Debian's `ovmf` package).
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF built for Secure Boot and a variable store with Microsoft's keys enrolled.
+pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+pub const OVMF_VARS_MS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 
 /// How QEMU runs the guest's CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -441,15 +449,23 @@ fn boot_with(
     // Dropped (and the NVRAM copy deleted) when this function returns.
     let _nvram = match firmware {
         Firmware::Bios => None,
-        Firmware::Uefi => {
+        Firmware::Uefi | Firmware::UefiSecureBoot => {
+            let (code, vars_src) = if firmware == Firmware::Uefi {
+                (OVMF_CODE, OVMF_VARS)
+            } else {
+                // The secure-boot build keeps its variables behind SMM.
+                cmd.args(["-machine", "smm=on"])
+                    .args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+                (OVMF_CODE_SECBOOT, OVMF_VARS_MS)
+            };
             let vars = tempfile::Builder::new()
                 .prefix("transplant-ovmf-vars-")
                 .suffix(".fd")
                 .tempfile()
                 .unwrap();
-            std::fs::copy(OVMF_VARS, vars.path()).unwrap();
+            std::fs::copy(vars_src, vars.path()).unwrap();
             cmd.arg("-drive").arg(format!(
-                "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+                "if=pflash,format=raw,unit=0,readonly=on,file={code}"
             ));
             cmd.arg("-drive").arg(format!(
                 "if=pflash,format=raw,unit=1,file={}",
@@ -519,7 +535,7 @@ fn boot_with(
         }
         // OVMF once every boot option has failed: its shell (Debian's build has one; its
         // prompt ends no line, the banner does), network boot, or no option at all.
-        if firmware == Firmware::Uefi
+        if firmware != Firmware::Bios
             && (line.contains("No bootable option or device was found")
                 || line.contains("EFI Internal Shell")
                 || line.contains("UEFI Interactive Shell")
@@ -630,7 +646,7 @@ pub fn uefi_guest() -> Option<UefiGuest> {
             return None;
         }
     }
-    for fd in [OVMF_CODE, OVMF_VARS] {
+    for fd in [OVMF_CODE, OVMF_VARS, OVMF_CODE_SECBOOT, OVMF_VARS_MS] {
         if !Path::new(fd).exists() {
             if std::env::var_os("CI").is_some() {
                 panic!("{fd} is required when CI is set (Debian package ovmf)");
