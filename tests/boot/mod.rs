@@ -80,6 +80,29 @@ impl Nic {
     }
 }
 
+/// The firmware a guest starts under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS, QEMU's default: reads the MBR.
+    Bios,
+    /// OVMF (Debian's `ovmf`: `OVMF_CODE_4M.fd`) with a fresh copy of `OVMF_VARS_4M.fd`
+    /// for each boot, so its NVRAM holds no boot entry, as on a new machine: it can only
+    /// find a loader on the removable-media path `\EFI\BOOT\BOOTX64.EFI`.
+    Uefi,
+    /// OVMF with Secure Boot enforced (`OVMF_CODE_4M.secboot.fd`, SMM) and Microsoft's
+    /// keys enrolled (`OVMF_VARS_4M.ms.fd`, again a fresh copy with no boot entry): only a
+    /// loader chain signed all the way (shim by Microsoft, GRUB and the kernel by the
+    /// vendor) starts.
+    UefiSecureBoot,
+}
+
+/// OVMF's code and its empty variable store (Debian's `ovmf` package).
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF built for Secure Boot and a variable store with Microsoft's keys enrolled.
+pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+pub const OVMF_VARS_MS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
+
 /// How QEMU runs the guest's CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Accel {
@@ -136,6 +159,9 @@ pub struct BootOutcome {
     pub fields: BTreeMap<String, String>,
     /// The initramfs did not find the root filesystem.
     pub gave_up_on_root: bool,
+    /// UEFI only: the firmware found no loader on any disk (it fell to its shell or to
+    /// network boot, or said no bootable device was found).
+    pub no_boot_loader: bool,
     /// Stopped by [`boot_until_silent`]: nothing on the console for that long.
     pub silent: bool,
     /// QEMU exited by itself (the guest powered off or rebooted).
@@ -173,6 +199,7 @@ impl BootOutcome {
             drivers: pairs("drivers"),
             macs: pairs("macs"),
             gave_up_on_root: false,
+            no_boot_loader: false,
             silent: false,
             exited: false,
             timed_out: false,
@@ -436,7 +463,20 @@ pub fn boot_timeout() -> Duration {
 /// their magic) as the only disk on `disk`, with one `nic` carrying `mac`, and returns what
 /// its serial console showed. Never panics on a failed boot: the outcome says what happened.
 pub fn boot(image: &Path, disk: Disk, nic: Nic, mac: &str, timeout: Duration) -> BootOutcome {
-    boot_with(image, disk, nic, mac, timeout, None)
+    boot_with(image, disk, nic, mac, timeout, None, Firmware::Bios)
+}
+
+/// [`boot`] under the given firmware. With [`Firmware::Uefi`] a boot where the firmware
+/// finds no loader stops as soon as OVMF shows it (the outcome's `no_boot_loader`).
+pub fn boot_firmware(
+    image: &Path,
+    disk: Disk,
+    nic: Nic,
+    mac: &str,
+    timeout: Duration,
+    firmware: Firmware,
+) -> BootOutcome {
+    boot_with(image, disk, nic, mac, timeout, None, firmware)
 }
 
 /// [`boot`], and also stop once the console has said nothing for `silence` after GRUB
@@ -451,7 +491,15 @@ pub fn boot_until_silent(
     timeout: Duration,
     silence: Duration,
 ) -> BootOutcome {
-    boot_with(image, disk, nic, mac, timeout, Some(silence))
+    boot_with(
+        image,
+        disk,
+        nic,
+        mac,
+        timeout,
+        Some(silence),
+        Firmware::Bios,
+    )
 }
 
 fn boot_with(
@@ -461,9 +509,38 @@ fn boot_with(
     mac: &str,
     timeout: Duration,
     silence: Option<Duration>,
+    firmware: Firmware,
 ) -> BootOutcome {
     let accel = accel();
     let mut cmd = Command::new("qemu-system-x86_64");
+    // Dropped (and the NVRAM copy deleted) when this function returns.
+    let _nvram = match firmware {
+        Firmware::Bios => None,
+        Firmware::Uefi | Firmware::UefiSecureBoot => {
+            let (code, vars_src) = if firmware == Firmware::Uefi {
+                (OVMF_CODE, OVMF_VARS)
+            } else {
+                // The secure-boot build keeps its variables behind SMM.
+                cmd.args(["-machine", "smm=on"])
+                    .args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+                (OVMF_CODE_SECBOOT, OVMF_VARS_MS)
+            };
+            let vars = tempfile::Builder::new()
+                .prefix("transplant-ovmf-vars-")
+                .suffix(".fd")
+                .tempfile()
+                .unwrap();
+            std::fs::copy(vars_src, vars.path()).unwrap();
+            cmd.arg("-drive").arg(format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={code}"
+            ));
+            cmd.arg("-drive").arg(format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                vars.path().display()
+            ));
+            Some(vars)
+        }
+    };
     match accel {
         Accel::Kvm => cmd.args(["-machine", "q35,accel=kvm", "-cpu", "host"]),
         Accel::Tcg => cmd.args(["-machine", "q35,accel=tcg"]),
@@ -518,9 +595,22 @@ fn boot_with(
     let mut handed_over = false;
     let mut last_output = Instant::now();
     let mut silent = false;
+    let mut no_loader = false;
     let run = run_qemu(cmd, timeout, |line, now| {
         if !line.is_empty() {
             last_output = now;
+        }
+        // OVMF once every boot option has failed: its shell (Debian's build has one; its
+        // prompt ends no line, the banner does), network boot, or no option at all.
+        if firmware != Firmware::Bios
+            && (line.contains("No bootable option or device was found")
+                || line.contains("EFI Internal Shell")
+                || line.contains("UEFI Interactive Shell")
+                || line.contains("Start PXE over")
+                || line.contains("Start HTTP Boot over"))
+        {
+            no_loader = true;
+            return Verdict::StopSoon;
         }
         if line.contains("Loading initial ramdisk") {
             handed_over = true;
@@ -576,6 +666,7 @@ fn boot_with(
     let mut out = BootOutcome::from_marker(marker.as_deref().unwrap_or(""));
     out.log = run.log;
     out.gave_up_on_root = gave_up;
+    out.no_boot_loader = no_loader;
     out.silent = silent;
     out.exited = run.exited;
     out.timed_out = run.timed_out;
@@ -586,6 +677,92 @@ fn boot_with(
         out.log.push_str(&run.stderr);
     }
     out
+}
+
+/// The UEFI fixture guest (fixtures/sets/guest-uefi.sh) and the facts about it a test
+/// compares with.
+#[derive(Clone, Debug)]
+pub struct UefiGuest {
+    /// The qcow2 image (never modified by the harness).
+    pub image: PathBuf,
+    /// The same disk as a raw file.
+    pub raw: PathBuf,
+    /// Debian's signed shim as the ESP holds it (`EFI/debian/shimx64.efi`).
+    pub shim: PathBuf,
+    /// The root device the guest's kernel names: virtio's second partition.
+    pub root: &'static str,
+    /// The ESP's device, mounted on /boot/efi by fstab.
+    pub esp: &'static str,
+    /// `uname -r` of its one kernel.
+    pub kernel: String,
+}
+
+/// Builds the `guest-uefi` fixture set (a Debian 12 UEFI guest with its loader only in
+/// `EFI/debian`, no `EFI/BOOT`) and returns it; None when this machine cannot build or
+/// boot it (not root, a tool or OVMF missing) and CI is not set, as [`guest`].
+pub fn uefi_guest() -> Option<UefiGuest> {
+    for tool in [
+        "qemu-system-x86_64",
+        "qemu-img",
+        "debootstrap",
+        "sfdisk",
+        "mkfs.ext4",
+        "mkfs.fat",
+        "mcopy",
+        "apt-get",
+        "dpkg-deb",
+    ] {
+        if !have(tool) {
+            return None;
+        }
+    }
+    for fd in [OVMF_CODE, OVMF_VARS, OVMF_CODE_SECBOOT, OVMF_VARS_MS] {
+        if !Path::new(fd).exists() {
+            if std::env::var_os("CI").is_some() {
+                panic!("{fd} is required when CI is set (Debian package ovmf)");
+            }
+            eprintln!("skipping: {fd} missing (Debian package ovmf)");
+            return None;
+        }
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if !root {
+        if std::env::var_os("CI").is_some() {
+            panic!("the guest-uefi fixture needs root (debootstrap, chroot)");
+        }
+        eprintln!("skipping: the guest-uefi fixture needs root");
+        return None;
+    }
+    static BUILT: OnceLock<bool> = OnceLock::new();
+    let built = *BUILT.get_or_init(|| {
+        let t = Instant::now();
+        let ok = Command::new("bash")
+            .arg(fixtures_dir().join("build.sh"))
+            .arg("guest-uefi")
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        eprintln!("boot: guest-uefi fixture ready in {:?}", t.elapsed());
+        ok
+    });
+    assert!(built, "fixtures/build.sh guest-uefi failed");
+    let dir = fixtures_dir().join("out/guest-uefi");
+    let kernel = std::fs::read_to_string(dir.join("kernel-version"))
+        .unwrap()
+        .trim()
+        .to_string();
+    Some(UefiGuest {
+        image: dir.join("uefi.qcow2"),
+        raw: dir.join("uefi.raw"),
+        shim: dir.join("shimx64.efi"),
+        root: "/dev/vda2",
+        esp: "/dev/vda1",
+        kernel,
+    })
 }
 
 /// `key=value` words of a marker line.
