@@ -262,21 +262,18 @@ fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
-/// Builds the `guest-debian` fixture set (once, under build.sh's lock) and returns one of
-/// its guests; None when this machine cannot build or boot it (not root, a tool missing)
-/// and CI is not set. Under CI a missing prerequisite fails the test.
-pub fn guest(variant: Variant) -> Option<Guest> {
-    for tool in [
-        "qemu-system-x86_64",
-        "qemu-img",
-        "debootstrap",
-        "grub-mkimage",
-        "sfdisk",
-        "mkfs.ext4",
-    ] {
-        if !have(tool) {
-            return None;
-        }
+/// Builds fixture set `set` once per test process (under build.sh's lock) when `tools`
+/// are installed and this runs as root (`needs` says what for), and returns its output
+/// folder and its kernel version. None when it cannot be built here and CI is not set;
+/// under CI a missing prerequisite fails the test.
+fn fixture_set(
+    set: &str,
+    tools: &[&str],
+    needs: &str,
+    built: &'static OnceLock<bool>,
+) -> Option<(PathBuf, String)> {
+    if !tools.iter().all(|t| have(t)) {
+        return None;
     }
     let root = Command::new("id")
         .arg("-u")
@@ -285,29 +282,45 @@ pub fn guest(variant: Variant) -> Option<Guest> {
         .unwrap_or(false);
     if !root {
         if std::env::var_os("CI").is_some() {
-            panic!("the guest-debian fixtures need root (debootstrap, chroot)");
+            panic!("the {set} fixtures need root ({needs})");
         }
-        eprintln!("skipping: the guest-debian fixtures need root");
+        eprintln!("skipping: the {set} fixtures need root");
         return None;
     }
-    static BUILT: OnceLock<bool> = OnceLock::new();
-    let built = *BUILT.get_or_init(|| {
+    let ok = *built.get_or_init(|| {
         let t = Instant::now();
         let ok = Command::new("bash")
             .arg(fixtures_dir().join("build.sh"))
-            .arg("guest-debian")
+            .arg(set)
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        eprintln!("boot: guest-debian fixtures ready in {:?}", t.elapsed());
+        eprintln!("boot: {set} fixtures ready in {:?}", t.elapsed());
         ok
     });
-    assert!(built, "fixtures/build.sh guest-debian failed");
-    let dir = fixtures_dir().join("out/guest-debian");
+    assert!(ok, "fixtures/build.sh {set} failed");
+    let dir = fixtures_dir().join("out").join(set);
     let kernel = std::fs::read_to_string(dir.join("kernel-version"))
         .unwrap()
         .trim()
         .to_string();
+    Some((dir, kernel))
+}
+
+/// Builds the `guest-debian` fixture set (once, under build.sh's lock) and returns one of
+/// its guests; None when this machine cannot build or boot it (not root, a tool missing)
+/// and CI is not set. Under CI a missing prerequisite fails the test.
+pub fn guest(variant: Variant) -> Option<Guest> {
+    static BUILT: OnceLock<bool> = OnceLock::new();
+    let tools = [
+        "qemu-system-x86_64",
+        "qemu-img",
+        "debootstrap",
+        "grub-mkimage",
+        "sfdisk",
+        "mkfs.ext4",
+    ];
+    let (dir, kernel) = fixture_set("guest-debian", &tools, "debootstrap, chroot", &BUILT)?;
     let (name, mac, root) = match variant {
         Variant::Vmware => ("vmware", "00:50:56:12:34:56", "/dev/sda1"),
         Variant::Xen => ("xen", "00:16:3e:12:34:56", "/dev/xvda1"),
@@ -327,7 +340,8 @@ pub fn guest(variant: Variant) -> Option<Guest> {
 /// dracut initramfs without virtio, ifcfg-eth0 with a VMware HWADDR) and returns it; None
 /// when this machine cannot build or boot it and CI is not set, as [`guest`].
 pub fn rhel_guest() -> Option<Guest> {
-    for tool in [
+    static BUILT: OnceLock<bool> = OnceLock::new();
+    let tools = [
         "qemu-system-x86_64",
         "qemu-img",
         "debootstrap",
@@ -339,41 +353,9 @@ pub fn rhel_guest() -> Option<Guest> {
         "lvm",
         "mkfs.xfs",
         "setfattr",
-    ] {
-        if !have(tool) {
-            return None;
-        }
-    }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    if !root {
-        if std::env::var_os("CI").is_some() {
-            panic!("the guest-rhel fixture needs root (debootstrap, chroot, loop devices)");
-        }
-        eprintln!("skipping: the guest-rhel fixture needs root");
-        return None;
-    }
-    static BUILT: OnceLock<bool> = OnceLock::new();
-    let built = *BUILT.get_or_init(|| {
-        let t = Instant::now();
-        let ok = Command::new("bash")
-            .arg(fixtures_dir().join("build.sh"))
-            .arg("guest-rhel")
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        eprintln!("boot: guest-rhel fixture ready in {:?}", t.elapsed());
-        ok
-    });
-    assert!(built, "fixtures/build.sh guest-rhel failed");
-    let dir = fixtures_dir().join("out/guest-rhel");
-    let kernel = std::fs::read_to_string(dir.join("kernel-version"))
-        .unwrap()
-        .trim()
-        .to_string();
+    ];
+    let needs = "debootstrap, chroot, loop devices";
+    let (dir, kernel) = fixture_set("guest-rhel", &tools, needs, &BUILT)?;
     Some(Guest {
         image: dir.join("rhel.qcow2"),
         raw: dir.join("rhel.raw"),
@@ -701,21 +683,7 @@ pub struct UefiGuest {
 /// `EFI/debian`, no `EFI/BOOT`) and returns it; None when this machine cannot build or
 /// boot it (not root, a tool or OVMF missing) and CI is not set, as [`guest`].
 pub fn uefi_guest() -> Option<UefiGuest> {
-    for tool in [
-        "qemu-system-x86_64",
-        "qemu-img",
-        "debootstrap",
-        "sfdisk",
-        "mkfs.ext4",
-        "mkfs.fat",
-        "mcopy",
-        "apt-get",
-        "dpkg-deb",
-    ] {
-        if !have(tool) {
-            return None;
-        }
-    }
+    static BUILT: OnceLock<bool> = OnceLock::new();
     for fd in [OVMF_CODE, OVMF_VARS, OVMF_CODE_SECBOOT, OVMF_VARS_MS] {
         if !Path::new(fd).exists() {
             if std::env::var_os("CI").is_some() {
@@ -725,36 +693,18 @@ pub fn uefi_guest() -> Option<UefiGuest> {
             return None;
         }
     }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    if !root {
-        if std::env::var_os("CI").is_some() {
-            panic!("the guest-uefi fixture needs root (debootstrap, chroot)");
-        }
-        eprintln!("skipping: the guest-uefi fixture needs root");
-        return None;
-    }
-    static BUILT: OnceLock<bool> = OnceLock::new();
-    let built = *BUILT.get_or_init(|| {
-        let t = Instant::now();
-        let ok = Command::new("bash")
-            .arg(fixtures_dir().join("build.sh"))
-            .arg("guest-uefi")
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        eprintln!("boot: guest-uefi fixture ready in {:?}", t.elapsed());
-        ok
-    });
-    assert!(built, "fixtures/build.sh guest-uefi failed");
-    let dir = fixtures_dir().join("out/guest-uefi");
-    let kernel = std::fs::read_to_string(dir.join("kernel-version"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let tools = [
+        "qemu-system-x86_64",
+        "qemu-img",
+        "debootstrap",
+        "sfdisk",
+        "mkfs.ext4",
+        "mkfs.fat",
+        "mcopy",
+        "apt-get",
+        "dpkg-deb",
+    ];
+    let (dir, kernel) = fixture_set("guest-uefi", &tools, "debootstrap, chroot", &BUILT)?;
     Some(UefiGuest {
         image: dir.join("uefi.qcow2"),
         raw: dir.join("uefi.raw"),
