@@ -4,26 +4,16 @@
 //! attributes read through `XfsFs` must equal what the kernel showed (or the protofile
 //! put in). Needs root, loop devices, xfsprogs and attr (getfattr/setfattr).
 
+mod common;
+use common::{have, Mounted};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use transplant_formats::{BlockDev, MemDev};
 use transplant_fs::xfs::{LogState, XfsFs, XfsOptions};
 use transplant_fs::{resolve_path, FileKind, Filesystem};
-
-fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found && std::env::var_os("CI").is_some() {
-        panic!("{tool} is required in CI");
-    }
-    found
-}
 
 fn can_mount() -> bool {
     let root = unsafe_free_is_root();
@@ -62,50 +52,6 @@ fn mkfs(img: &Path, size_mb: u64, opts: &[&str]) {
         .env("TEST_DIR", "1")
         .env("TEST_DEV", "1")
         .env("QA_CHECK_FS", "1"));
-}
-
-/// A loop mount on a loop device of its own (attached here, not by `mount -o loop`,
-/// which may reuse a device still detaching from the previous mount of the same file),
-/// unmounted and detached on drop.
-struct Mounted(PathBuf, String);
-
-impl Mounted {
-    fn new(img: &Path, mnt: &Path, ro: bool) -> Mounted {
-        std::fs::create_dir_all(mnt).unwrap();
-        let mut last = String::new();
-        for _ in 0..10 {
-            let mut c = Command::new("losetup");
-            if ro {
-                c.arg("-r");
-            }
-            let out = c.args(["-f", "--show"]).arg(img).output().unwrap();
-            let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            if out.status.success() {
-                let m = Command::new("mount")
-                    .args(["-o", if ro { "ro" } else { "rw" }])
-                    .arg(&dev)
-                    .arg(mnt)
-                    .output()
-                    .unwrap();
-                if m.status.success() {
-                    return Mounted(mnt.to_path_buf(), dev);
-                }
-                last = String::from_utf8_lossy(&m.stderr).into_owned();
-                let _ = Command::new("losetup").args(["-d", &dev]).status();
-            } else {
-                last = String::from_utf8_lossy(&out.stderr).into_owned();
-            }
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-        panic!("cannot mount {}: {last}", img.display());
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-        let _ = Command::new("losetup").args(["-d", &self.1]).status();
-    }
 }
 
 /// Deterministic pseudo-random bytes.

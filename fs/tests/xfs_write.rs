@@ -4,33 +4,14 @@
 //! `xfs_db -r` (and our reader) must read back what was written. A v5 filesystem filled
 //! on a loop mount checks that SELinux labels stay and that the kernel reads the result.
 
+mod common;
+use common::{have, is_root, Mounted};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use transplant_formats::{BlockDev, Overlay, RawFile};
 use transplant_fs::xfs::XfsFs;
 use transplant_fs::{Error, FileKind, Filesystem, NewNode, SetAttrs};
-
-fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("{tool} is required when CI is set");
-    }
-    ok
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0\n"))
-        .unwrap_or(false)
-}
 
 /// Deterministic pseudo-random bytes.
 fn bytes(seed: u64, n: usize) -> Vec<u8> {
@@ -489,48 +470,6 @@ fn out_of_space_changes_nothing() {
     drop(fs);
     img.repair("after out-of-space errors");
     assert_ne!(std::fs::read(&img.path).unwrap(), before);
-}
-
-/// A loop mount of its own device, unmounted and detached on drop.
-struct Mounted(PathBuf, String);
-
-impl Mounted {
-    fn new(img: &Path, mnt: &Path, ro: bool) -> Mounted {
-        std::fs::create_dir_all(mnt).unwrap();
-        let mut last = String::new();
-        for _ in 0..10 {
-            let mut c = Command::new("losetup");
-            if ro {
-                c.arg("-r");
-            }
-            let out = c.args(["-f", "--show"]).arg(img).output().unwrap();
-            let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            if out.status.success() {
-                let m = Command::new("mount")
-                    .args(["-o", if ro { "ro" } else { "rw" }])
-                    .arg(&dev)
-                    .arg(mnt)
-                    .output()
-                    .unwrap();
-                if m.status.success() {
-                    return Mounted(mnt.to_path_buf(), dev);
-                }
-                last = String::from_utf8_lossy(&m.stderr).into_owned();
-                let _ = Command::new("losetup").args(["-d", &dev]).status();
-            } else {
-                last = String::from_utf8_lossy(&out.stderr).into_owned();
-            }
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-        panic!("cannot mount {}: {last}", img.display());
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-        let _ = Command::new("losetup").args(["-d", &self.1]).status();
-    }
 }
 
 fn getfattr(path: &Path, name: &str) -> String {

@@ -5,6 +5,8 @@
 //! nothing; at the end our reader and the kernel (a read-only loop mount) must list
 //! exactly the names expected. Names that share a hash are among them.
 
+mod common;
+use common::{have, is_root};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,27 +14,6 @@ use std::sync::Arc;
 use transplant_formats::{BlockDev, Overlay, RawFile};
 use transplant_fs::xfs::XfsFs;
 use transplant_fs::{Filesystem, NewNode, SetAttrs};
-
-fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("{tool} is required when CI is set");
-    }
-    ok
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0\n"))
-        .unwrap_or(false)
-}
 
 /// The directory name hash, as `xfs_da_hashname` computes it.
 fn hashname(name: &[u8]) -> u32 {

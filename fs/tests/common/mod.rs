@@ -1,5 +1,6 @@
-//! Shared by the ext4 write tests: images made by mke2fs -d, opened writable through an
-//! overlay, committed after each step and checked by e2fsck and debugfs.
+//! Shared by the ext4 and XFS tests: tool and root checks, loop mounts; for ext4,
+//! images made by mke2fs -d, opened writable through an overlay, committed after each
+//! step and checked by e2fsck and debugfs.
 
 #![allow(dead_code)]
 
@@ -152,5 +153,57 @@ impl Image {
         );
         assert!(s.contains(&format!("User: {uid:>5}")), "{path} uid: {s}");
         assert!(s.contains(&format!("Group: {gid:>5}")), "{path} gid: {s}");
+    }
+}
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
+/// A loop mount on a loop device of its own (attached here, not by `mount -o loop`,
+/// which may reuse a device still detaching from the previous mount of the same file),
+/// unmounted and detached on drop.
+pub struct Mounted(PathBuf, String);
+
+impl Mounted {
+    pub fn new(img: &Path, mnt: &Path, ro: bool) -> Mounted {
+        std::fs::create_dir_all(mnt).unwrap();
+        let mut last = String::new();
+        for _ in 0..10 {
+            let mut c = Command::new("losetup");
+            if ro {
+                c.arg("-r");
+            }
+            let out = c.args(["-f", "--show"]).arg(img).output().unwrap();
+            let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() {
+                let m = Command::new("mount")
+                    .args(["-o", if ro { "ro" } else { "rw" }])
+                    .arg(&dev)
+                    .arg(mnt)
+                    .output()
+                    .unwrap();
+                if m.status.success() {
+                    return Mounted(mnt.to_path_buf(), dev);
+                }
+                last = String::from_utf8_lossy(&m.stderr).into_owned();
+                let _ = Command::new("losetup").args(["-d", &dev]).status();
+            } else {
+                last = String::from_utf8_lossy(&out.stderr).into_owned();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        panic!("cannot mount {}: {last}", img.display());
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = Command::new("losetup").args(["-d", &self.1]).status();
     }
 }
