@@ -288,6 +288,26 @@ fn write_replays_a_journal_needing_recovery() {
     assert!(h(&img).contains("needs_recovery"));
     assert_eq!(debugfs(&img, "cat /etc/os-release"), b"ID=debian\n");
     let s = img.to_str().unwrap();
+    // Inspection says the journal will be replayed, and does not block on it.
+    let o = run(&["inspect", "--json", s]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    let codes = |kind: &str| -> Vec<String> {
+        v["targets"][0][kind]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["code"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        codes("warnings").contains(&"journal-replayed".to_string()),
+        "{v}"
+    );
+    assert!(
+        !codes("blockers").contains(&"unclean-filesystem".to_string()),
+        "{v}"
+    );
     ok(&run_with_stdin(
         &["write", &format!("{s}:/etc/hostname")],
         b"web01\n",
