@@ -71,14 +71,14 @@ pub(crate) fn check_writable(fs: &FatFs) -> Result<()> {
 /// is refused. The mark itself is kept, for the guest's fsck at boot.
 fn copies_agree(fs: &FatFs) -> Result<bool> {
     let active = fs.bpb.active_fat();
-    let reference = fs.state().table.bytes.clone();
-    let mut buf = vec![0u8; reference.len()];
+    let st = fs.state();
+    let mut buf = vec![0u8; st.table.bytes.len()];
     for n in fs.bpb.fats_to_write() {
         if n == active {
             continue;
         }
         fs.dev.read_at(&mut buf, fs.bpb.fat_copy_offset(n))?;
-        if buf != reference {
+        if buf != st.table.bytes {
             return Ok(false);
         }
     }
